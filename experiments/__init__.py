@@ -1,0 +1,1 @@
+"""Command-line experiments built on gan_jax (absl apps, configs, lecture reproductions)."""
