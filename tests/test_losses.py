@@ -1,0 +1,253 @@
+"""Tests for gan_jax.losses against hand-worked values, naive float64 formulas and TF-GAN's published values."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gan_jax import losses
+
+ALL = ("minimax", "non_saturating", "wasserstein", "hinge", "least_squares")
+
+
+def _d(logits):
+    """D = sigmoid(logit), naive float64."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+
+
+# Naive float64 transcriptions of the contract's formulas: (discriminator(real, fake), generator(fake)).
+REFERENCE = {
+    "minimax": (
+        lambda r, f: -np.mean(np.log(_d(r))) - np.mean(np.log(1 - _d(f))),
+        lambda f: np.mean(np.log(1 - _d(f))),
+    ),
+    "non_saturating": (
+        lambda r, f: -np.mean(np.log(_d(r))) - np.mean(np.log(1 - _d(f))),
+        lambda f: -np.mean(np.log(_d(f))),
+    ),
+    "wasserstein": (lambda r, f: np.mean(f) - np.mean(r), lambda f: -np.mean(f)),
+    "hinge": (
+        lambda r, f: np.mean(np.maximum(0, 1 - r)) + np.mean(np.maximum(0, 1 + f)),
+        lambda f: -np.mean(f),
+    ),
+    "least_squares": (
+        lambda r, f: 0.5 * np.mean((r - 1) ** 2) + 0.5 * np.mean(f**2),
+        lambda f: 0.5 * np.mean((f - 1) ** 2),
+    ),
+}
+
+REAL = np.array([1.3, -0.4, 2.2, 0.7], np.float32)
+FAKE = np.array([-1.1, 0.5, -2.5, 0.0, 3.0], np.float32)
+
+
+def test_names_and_registry():
+    assert set(losses.names()) == set(ALL)
+    for name in ALL:
+        loss = losses.get(name)
+        assert isinstance(loss, losses.AdversarialLoss)
+        assert loss.name == name
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match="'vanilla'.*valid names: .*minimax.*non_saturating.*least_squares"):
+        losses.get("vanilla")
+
+
+def test_bce_discriminator_is_shared():
+    assert losses.get("minimax").discriminator is losses.get("non_saturating").discriminator
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_matches_naive_float64_formulas(name):
+    loss = losses.get(name)
+    d_ref, g_ref = REFERENCE[name]
+    np.testing.assert_allclose(loss.discriminator(REAL, FAKE), d_ref(REAL, FAKE), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(loss.generator(FAKE), g_ref(FAKE), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name, real, fake, d_expected, g_expected",
+    [
+        # D = ½ everywhere: BCE = 2·log 2; saturating log(1 − ½) = −log 2; non-saturating −log ½ = log 2.
+        ("minimax", [0.0, 0.0], [0.0, 0.0], 2 * np.log(2), -np.log(2)),
+        ("non_saturating", [0.0, 0.0], [0.0, 0.0], 2 * np.log(2), np.log(2)),
+        # mean f(fake) − mean f(real) = −1 − 2 = −3; generator −(−1) = 1.
+        ("wasserstein", [1.0, 3.0], [0.0, -2.0], -3.0, 1.0),
+        # real: (relu(0.5) + relu(−1))/2 = 0.25; fake: (relu(−1) + relu(1))/2 = 0.5; generator −(−1) = 1.
+        ("hinge", [0.5, 2.0], [-2.0, 0.0], 0.75, 1.0),
+        # real: (0 + ½·4)/2 = 1; fake: (0 + ½·4)/2 = 1; generator (½·1 + ½·9)/2 = 2.5.
+        ("least_squares", [1.0, 3.0], [0.0, -2.0], 2.0, 2.5),
+    ],
+)
+def test_hand_values(name, real, fake, d_expected, g_expected):
+    loss = losses.get(name)
+    np.testing.assert_allclose(loss.discriminator(jnp.array(real), jnp.array(fake)), d_expected, rtol=1e-6)
+    np.testing.assert_allclose(loss.generator(jnp.array(fake)), g_expected, rtol=1e-6)
+
+
+# Published values from TF-GAN's tests, tensorflow/gan: tensorflow_gan/python/losses/losses_impl_test.py
+# (_LossesTest.init_constants and the expected values of LeastSquaresLossTest, ModifiedLossTest,
+# MinimaxLossTest, WassersteinLossTest, HingeWassersteinLossTest). TF-GAN reduces with
+# SUM_BY_NONZERO_WEIGHTS, which with unit weights is the mean, like ours.
+TFGAN_REAL = np.array([-5.0, 1.4, 12.5, 2.7], np.float32)
+TFGAN_FAKE = np.array([10.0, 4.4, -5.5, 3.6], np.float32)
+
+
+@pytest.mark.parametrize(
+    "name, tfgan_d, tfgan_g",
+    [
+        ("least_squares", 41.73375, 17.69625),  # same convention (real_label=1, fake_label=0, ½ squares)
+        ("wasserstein", 0.22500, -3.12500),  # same convention
+        ("hinge", 6.7500, -3.12500),  # same convention (real_hinge = generated_hinge = 1)
+    ],
+)
+def test_tfgan_published_values_same_convention(name, tfgan_d, tfgan_g):
+    loss = losses.get(name)
+    np.testing.assert_allclose(loss.discriminator(TFGAN_REAL, TFGAN_FAKE), tfgan_d, atol=1e-5)
+    np.testing.assert_allclose(loss.generator(TFGAN_FAKE), tfgan_g, atol=1e-5)
+
+
+def test_tfgan_published_non_saturating_generator():
+    # ModifiedLossTest: modified_generator_loss = mean −log σ(l), label_smoothing 0 by default: same as ours.
+    np.testing.assert_allclose(losses.get("non_saturating").generator(TFGAN_FAKE), 1.38582, atol=1e-5)
+
+
+def test_tfgan_published_bce_discriminator_converted_from_label_smoothing():
+    # Minimax/ModifiedLossTest expect 6.19637 with TF-GAN's default label_smoothing = 0.25 on real data:
+    # real label 1 − 0.25 + 0.25·½ = 0.875, so the real term is 0.875·softplus(−l) + 0.125·softplus(l)
+    # = softplus(−l) + 0.125·l (softplus(l) − softplus(−l) = l). Without smoothing (ours) the loss is
+    # 6.19637 − 0.125·mean(real) = 6.19637 − 0.125·2.9.
+    ours = 6.19637 - 0.125 * np.mean(TFGAN_REAL)
+    for name in ("minimax", "non_saturating"):
+        np.testing.assert_allclose(losses.get(name).discriminator(TFGAN_REAL, TFGAN_FAKE), ours, atol=1e-5)
+
+
+def test_tfgan_published_minimax_generator_converted():
+    # MinimaxLossTest expects −4.82408: TF-GAN's minimax_generator_loss is −minimax_discriminator_loss(
+    # ones, fake, label_smoothing=0) = −[−log σ(1)] − mean(−log(1 − σ(l))) = log σ(1) + mean log(1 − σ(l)),
+    # i.e. ours plus the constant log σ(1) = −softplus(−1). So ours = −4.82408 + softplus(−1).
+    ours = -4.82408 + np.log1p(np.exp(-1.0))
+    np.testing.assert_allclose(losses.get("minimax").generator(TFGAN_FAKE), ours, atol=1e-5)
+
+
+def test_weight_scale_invariance_differs_from_tfgan_on_purpose():
+    # TF-GAN's tests expect loss·2.3 for a scalar weight 2.3 (sum(w·l) / count_nonzero(w)); our weighted
+    # mean is sum(w·l) / sum(w), so a scalar weight leaves the loss unchanged.
+    loss = losses.get("least_squares")
+    np.testing.assert_allclose(loss.generator(TFGAN_FAKE, 2.3), 17.69625, atol=1e-5)
+    np.testing.assert_allclose(loss.discriminator(TFGAN_REAL, TFGAN_FAKE, 2.3, 2.3), 41.73375, atol=1e-4)
+
+
+def test_vanishing_gradient_of_saturating_generator():
+    # Per example, saturating: d/dl log(1 − σ(l)) = −σ(l); non-saturating: d/dl −log σ(l) = −(1 − σ(l)).
+    # Ratio |non-saturating| / |saturating| = (1 − σ(l)) / σ(l) = e^(−l) = e^10 ≈ 22026.47 at l = −10.
+    fake = jnp.array([-10.0])
+    g_sat = jax.grad(losses.get("minimax").generator)(fake)[0]
+    g_ns = jax.grad(losses.get("non_saturating").generator)(fake)[0]
+    sigma = 1.0 / (1.0 + np.exp(10.0))
+    np.testing.assert_allclose(g_sat, -sigma, rtol=1e-5)
+    np.testing.assert_allclose(g_ns, -(1.0 - sigma), rtol=1e-6)
+    np.testing.assert_allclose(abs(g_ns) / abs(g_sat), np.exp(10.0), rtol=1e-5)
+
+
+def test_stable_at_extreme_logits():
+    # Naive log(sigmoid) overflows to −inf in float32 here; the stable forms give the exact limits.
+    big = jnp.array([100.0, -100.0])
+    np.testing.assert_allclose(losses.get("minimax").generator(jnp.array([100.0])), -100.0, rtol=1e-6)
+    np.testing.assert_allclose(losses.get("non_saturating").generator(jnp.array([-100.0])), 100.0, rtol=1e-6)
+    np.testing.assert_allclose(
+        losses.get("minimax").discriminator(jnp.array([-100.0]), jnp.array([100.0])), 200.0, rtol=1e-6
+    )
+    for name in ALL:
+        loss = losses.get(name)
+        d_grads = jax.grad(loss.discriminator, argnums=(0, 1))(big, big)
+        g_grad = jax.grad(loss.generator)(big)
+        for g in (*d_grads, g_grad):
+            assert np.all(np.isfinite(g)), (name, g)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_jit_and_column_logits(name):
+    loss = losses.get(name)
+    d_ref, g_ref = REFERENCE[name]
+    d = jax.jit(loss.discriminator)(REAL[:, None], FAKE[:, None])
+    g = jax.jit(loss.generator)(FAKE[:, None])
+    np.testing.assert_allclose(d, d_ref(REAL, FAKE), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(g, g_ref(FAKE), rtol=1e-6, atol=1e-6)
+
+
+def test_vmap_over_stacked_batches():
+    loss = losses.get("non_saturating")
+    real = np.stack([REAL, REAL[::-1] * 2, -REAL])
+    fake = np.stack([FAKE[:4], FAKE[1:] - 1, FAKE[:4] * 0.5])
+    d_ref, g_ref = REFERENCE["non_saturating"]
+    np.testing.assert_allclose(
+        jax.vmap(loss.discriminator)(real, fake), [d_ref(r, f) for r, f in zip(real, fake)], rtol=1e-6
+    )
+    np.testing.assert_allclose(jax.vmap(loss.generator)(fake), [g_ref(f) for f in fake], rtol=1e-6)
+
+
+def test_pmap_over_two_devices():
+    loss = losses.get("hinge")
+    real = np.stack([REAL, REAL - 1])
+    fake = np.stack([FAKE[:4], FAKE[1:] + 1])
+    weights = np.array([[1.0, 2.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]], np.float32)
+    d_ref, g_ref = REFERENCE["hinge"]
+    devices = jax.devices()[:2]
+    d = jax.pmap(loss.discriminator, devices=devices)(real, fake)
+    g = jax.pmap(loss.generator, devices=devices)(fake, weights)
+    np.testing.assert_allclose(d, [d_ref(r, f) for r, f in zip(real, fake)], rtol=1e-6)
+    # Device 0: −(1·(−1.1) + 2·0.5 + 0·(−2.5) + 1·0) / 4 = 0.025; device 1: unweighted.
+    np.testing.assert_allclose(g, [0.025, g_ref(fake[1])], rtol=1e-5)
+
+
+def test_weighted_mean_hand_values():
+    ws = losses.get("wasserstein")
+    # −(1·1 + 0·2 + 3·3) / (1 + 0 + 3) = −2.5
+    np.testing.assert_allclose(ws.generator(jnp.array([1.0, 2.0, 3.0]), jnp.array([1.0, 0.0, 3.0])), -2.5)
+    ls = losses.get("least_squares")
+    # real [1, 3] weighted [3, 1]: (3·0 + 1·½·4) / 4 = 0.5; fake [0, −2] unweighted: (0 + ½·4) / 2 = 1.
+    real_weights = jnp.array([[3.0], [1.0]])
+    d = ls.discriminator(jnp.array([1.0, 3.0]), jnp.array([0.0, -2.0]), real_weights=real_weights)
+    np.testing.assert_allclose(d, 1.5)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_zero_weight_removes_example(name):
+    loss = losses.get(name)
+    real_w = np.array([1.0, 0.0, 1.0, 1.0], np.float32)
+    fake_w = np.array([0.0, 1.0, 1.0, 1.0, 1.0], np.float32)
+    np.testing.assert_allclose(
+        loss.discriminator(REAL, FAKE, real_w, fake_w),
+        loss.discriminator(REAL[real_w > 0], FAKE[fake_w > 0]),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(loss.generator(FAKE, fake_w), loss.generator(FAKE[fake_w > 0]), rtol=1e-6)
+    # A removed example gets no gradient.
+    assert jax.grad(loss.generator)(jnp.asarray(FAKE), fake_w)[0] == 0.0
+
+
+def test_all_zero_weights_give_zero_loss_and_finite_gradient():
+    loss = losses.get("non_saturating")
+    zeros = jnp.zeros(3)
+    assert loss.generator(jnp.ones(3), zeros) == 0.0
+    grad = jax.grad(loss.generator)(jnp.ones(3), zeros)
+    np.testing.assert_array_equal(grad, np.zeros(3))
+
+
+def test_bad_logit_shape_names_shape():
+    loss = losses.get("minimax")
+    with pytest.raises(ValueError, match=r"real_logits has shape \(4, 2\).*\(n,\) or \(n, 1\)"):
+        loss.discriminator(jnp.zeros((4, 2)), jnp.zeros(4))
+    with pytest.raises(ValueError, match=r"fake_logits has shape \(\)"):
+        loss.generator(jnp.zeros(()))
+
+
+def test_mismatched_weights_name_both_shapes():
+    loss = losses.get("wasserstein")
+    with pytest.raises(ValueError, match=r"real_weights has shape \(3,\) but real_logits has shape \(4,\)"):
+        loss.discriminator(jnp.zeros(4), jnp.zeros(5), real_weights=jnp.ones(3))
+    with pytest.raises(ValueError, match=r"fake_weights has shape \(4,\) but fake_logits has shape \(5, 1\)"):
+        loss.discriminator(jnp.zeros(4), jnp.zeros((5, 1)), fake_weights=jnp.ones(4))
+    with pytest.raises(ValueError, match=r"weights has shape \(2, 2\) but fake_logits has shape \(4,\)"):
+        jax.jit(loss.generator)(jnp.zeros(4), jnp.ones((2, 2)))
