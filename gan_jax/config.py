@@ -1,0 +1,129 @@
+"""The experiment configuration: one `ml_collections.ConfigDict` schema, its defaults and its validation.
+
+Every experiment config in `experiments/configs/` starts from `base_config()` and changes fields; the
+engine reads only these fields. `validate` turns a bad value into one `ValueError` naming the field, the
+value and what is allowed, before anything is compiled or written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+# Fields whose change alters the shape of the saved state: resuming across a change of any of them fails.
+STRUCTURAL_KEYS = (
+    "data.name",
+    "data.image_size",
+    "model",
+    "optim.generator.name",
+    "optim.critic.name",
+    "loss.clip_value",
+)
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults: ring of 8 Gaussians, MLP width 512 depth 3, WGAN-GP (λ = 0.1, n_critic = 5), Adam(1e-4, 0.5, 0.9)."""
+    cfg = ml_collections.ConfigDict()
+    cfg.seed = 0
+
+    cfg.data = ml_collections.ConfigDict()
+    cfg.data.name = "ring8"  # a toy distribution name, "digits", or any tfds image dataset name
+    cfg.data.kwargs = ml_collections.ConfigDict()  # toy parameters, e.g. radius, std
+    cfg.data.batch_size = 256
+    cfg.data.data_dir = ""  # tfds data_dir ("" = $GAN_JAX_DATA_DIR or ~/.cache/gan_jax/tensorflow_datasets)
+    cfg.data.image_size = 0  # 0 = native size of the image dataset
+    cfg.data.split = "train"
+
+    cfg.model = ml_collections.ConfigDict()
+    cfg.model.kind = "mlp"  # "mlp" | "conv"
+    cfg.model.latent_dim = 2
+    cfg.model.width = 512
+    cfg.model.depth = 3
+    cfg.model.activation = "relu"
+    cfg.model.base_width = 64
+    cfg.model.spectral_norm = False
+    cfg.model.batch_norm = False
+
+    cfg.loss = ml_collections.ConfigDict()
+    cfg.loss.name = "wasserstein"  # see gan_jax.losses.names()
+    cfg.loss.penalty = "gp"  # see gan_jax.penalties.names()
+    cfg.loss.penalty_weight = 0.1
+    cfg.loss.clip_value = 0.0  # > 0: WGAN weight clipping of the critic to [-c, c]
+    cfg.loss.n_critic = 5  # critic updates per generator update
+    cfg.loss.unroll_steps = 0  # unrolled GAN (Metz et al. 2016): k differentiable critic updates
+
+    cfg.optim = ml_collections.ConfigDict()
+    for role in ("generator", "critic"):
+        opt = ml_collections.ConfigDict()
+        opt.name = "adam"  # "adam" | "rmsprop" | "sgd"
+        opt.learning_rate = 1e-4
+        opt.b1 = 0.5
+        opt.b2 = 0.9
+        cfg.optim[role] = opt
+
+    cfg.train = ml_collections.ConfigDict()
+    cfg.train.steps = 2000  # generator updates
+    cfg.train.steps_per_call = 10  # K generator steps fused into one jitted call
+    cfg.train.log_every = 100
+    cfg.train.checkpoint_every = 1000
+    cfg.train.max_to_keep = 3
+    cfg.train.sample_every = 1000  # PNG of samples; 0 = only at the end
+    cfg.train.eval_samples = 2500
+
+    cfg.parallel = ml_collections.ConfigDict()
+    cfg.parallel.distributed = False  # call jax.distributed.initialize() (multi-host)
+    cfg.parallel.num_devices = 0  # 0 = all local devices
+    return cfg
+
+
+def _fail(field: str, value: Any, allowed: str) -> None:
+    raise ValueError(f"config.{field}={value!r} is invalid: {allowed}")
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+    """Checks values that do not depend on other modules' registries; raises ValueError naming the field."""
+    t = cfg.train
+    for field in ("steps", "steps_per_call", "log_every", "checkpoint_every", "max_to_keep"):
+        if int(t[field]) <= 0:
+            _fail(f"train.{field}", t[field], "must be a positive integer")
+    for field in ("log_every", "checkpoint_every"):
+        if t[field] % t.steps_per_call:
+            _fail(f"train.{field}", t[field],
+                  f"must be a multiple of train.steps_per_call={t.steps_per_call} "
+                  "(logs and checkpoints happen between fused calls)")
+    if t.sample_every < 0:
+        _fail("train.sample_every", t.sample_every, "must be >= 0 (0 = only at the end)")
+    if cfg.data.batch_size <= 0:
+        _fail("data.batch_size", cfg.data.batch_size, "must be a positive integer")
+    if cfg.loss.n_critic < 1:
+        _fail("loss.n_critic", cfg.loss.n_critic, "must be >= 1")
+    if cfg.loss.unroll_steps < 0:
+        _fail("loss.unroll_steps", cfg.loss.unroll_steps, "must be >= 0 (0 = no unrolling)")
+    if cfg.loss.penalty_weight < 0:
+        _fail("loss.penalty_weight", cfg.loss.penalty_weight, "must be >= 0")
+    if cfg.loss.clip_value < 0:
+        _fail("loss.clip_value", cfg.loss.clip_value, "must be >= 0 (0 = no clipping)")
+    for role in ("generator", "critic"):
+        if cfg.optim[role].learning_rate <= 0:
+            _fail(f"optim.{role}.learning_rate", cfg.optim[role].learning_rate, "must be > 0")
+    if cfg.model.latent_dim <= 0:
+        _fail("model.latent_dim", cfg.model.latent_dim, "must be a positive integer")
+
+
+def structural_differences(saved: dict, current: dict) -> list[str]:
+    """Dotted keys under STRUCTURAL_KEYS whose values differ between two config dicts, as 'key: old -> new'."""
+
+    def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(d, dict):
+            out = {}
+            for k, v in d.items():
+                out.update(flatten(v, f"{prefix}{k}."))
+            return out
+        return {prefix[:-1]: d}
+
+    old, new = flatten(saved), flatten(current)
+    keys = sorted(k for k in set(old) | set(new)
+                  if any(k == s or k.startswith(s + ".") for s in STRUCTURAL_KEYS))
+    return [f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
+            for k in keys if old.get(k, "<absent>") != new.get(k, "<absent>")]
