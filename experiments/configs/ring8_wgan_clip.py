@@ -1,0 +1,7 @@
+"""ring8, method wgan_clip (see experiments/configs/common.py)."""
+
+from experiments.configs import common
+
+
+def get_config(arg=None):
+    return common.toy("ring8", "wgan_clip", arg)

@@ -1,0 +1,9 @@
+"""1-D two-Gaussian mixture, WGAN-GP: the mixture of the mode-covering vs mode-seeking discussion."""
+
+from experiments.configs import common
+
+
+def get_config(arg=None):
+    cfg = common.toy("two_gaussians_1d", "wgan_gp", arg)
+    cfg.model.latent_dim = 1
+    return cfg
