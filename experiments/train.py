@@ -165,7 +165,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *, progress
     source, engine, state, checkpointer = _restore(cfg, workdir, mesh)
     start = int(state.step)
     if start:
-        logging.info("resuming from checkpoint step %d in %s", start, checkpointer.directory)
+        print(f"resuming from checkpoint step {start} in {checkpointer.directory}", file=sys.stderr)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(cfg.to_json(indent=2))
 
@@ -240,6 +240,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *, progress
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; --verbosity=0 shows them
     try:
         summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except Preempted as err:
