@@ -6,7 +6,7 @@ the same float32 data, and reports the relative difference of the values:
 
   wasserstein_1d (p = 1, first coordinates)   vs ot.wasserstein_1d
   sliced_wasserstein (50 directions, p = 2)   vs ot.sliced_wasserstein_distance with the same directions
-  sinkhorn (ε = 1e-2·median C)                 vs ot.sinkhorn2(method="sinkhorn_log") (n = 256) and ot.emd2
+  sinkhorn (ε = 5e-2·median C)                 vs ot.sinkhorn2(method="sinkhorn_log") (n = 256) and ot.emd2
   sinkhorn (ε = 5e-4·median C, ω = 1.8)        vs ot.emd2 (POT's log-domain Sinkhorn does not converge
                                                there in 5000 iterations: 74 s at n = 256, 4 % off ot.emd2)
   emd (squared Euclidean cost)                 vs ot.emd2
@@ -34,8 +34,8 @@ OMEGA = 1.8  # Sinkhorn over-relaxation at the target ε
 SINKHORN_TOL = 5e-4  # L1 row-marginal tolerance: about the float32 floor at this ε (see sinkhorn's docstring)
 N_PROJECTIONS = 50
 EMD_MAX_N = 1024  # gan_jax's network simplex: ≈ 3–10 s at n = 1024 on 2 cores, O(n²–n³) beyond
-POT_EPS_RELATIVE = 1e-2  # the ε at which Sinkhorn is also compared with POT
-POT_SINKHORN_MAX_N = 256  # POT's log-domain Sinkhorn: 199 s for 2000 iterations at n = 1024, ε = 1e-2·median
+POT_EPS_RELATIVE = 5e-2  # the ε at which Sinkhorn is also compared with POT
+POT_SINKHORN_MAX_N = 256  # POT's log-domain Sinkhorn: 199 s for 2000 iterations at n = 1024, ε = 1e-2·median C
 
 
 def median_seconds(fn, repeats):
@@ -82,7 +82,10 @@ def bench_size(n, repeats, log):
     # 1-D: first coordinates.
     run = compiled(lambda u, v: transport.wasserstein_1d(u, v, 1), x[:, 0], y[:, 0])
     ours, ours_s = run(), median_seconds(run, repeats)
-    ref, pot_s = ot.wasserstein_1d(x64[:, 0], y64[:, 0], p=1), median_seconds(lambda: ot.wasserstein_1d(x64[:, 0], y64[:, 0], p=1), repeats)
+    def pot_1d():
+        return ot.wasserstein_1d(x64[:, 0], y64[:, 0], p=1)
+
+    ref, pot_s = pot_1d(), median_seconds(pot_1d, repeats)
     row("wasserstein_1d (p=1)", ours_s, pot_s, relative(ours, ref))
 
     # Sliced: POT gets the directions gan_jax draws from the key.
@@ -113,7 +116,7 @@ def bench_size(n, repeats, log):
         (ours, _), ours_s = run(), median_seconds(run, repeats)
 
         def pot_sinkhorn():
-            return ot.sinkhorn2(w64, w64, cost64, eps, method="sinkhorn_log", numItermax=100_000, stopThr=1e-8)
+            return ot.sinkhorn2(w64, w64, cost64, eps, method="sinkhorn_log", numItermax=10_000, stopThr=1e-6)
 
         ref, pot_s = pot_sinkhorn(), median_seconds(pot_sinkhorn, 1)
         note = f"ε = {POT_EPS_RELATIVE:g}·median C, ω = 1, tol = 1e-6; POT: 1 run"

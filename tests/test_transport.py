@@ -14,6 +14,7 @@ import scipy.stats
 
 from gan_jax import transport
 
+
 def _rng(*seed):
     return np.random.default_rng([20251125, *seed])
 
@@ -110,15 +111,14 @@ def test_sliced_wasserstein_matches_pot_with_the_same_directions(p, weighted):
     np.testing.assert_allclose(got, ref, rtol=1e-5)
 
 
-def test_sliced_wasserstein_jit_vmap_over_keys_and_grad():
+def test_sliced_wasserstein_gradient_matches_finite_differences():
     rng = _rng(5)  # the data of test_sliced_wasserstein_matches_pot_with_the_same_directions
     x, y = rng.normal(size=(20, 3)).astype(np.float32), (rng.normal(size=(33, 3)) + 1.0).astype(np.float32)
-    keys = jax.random.split(jax.random.key(1), 3)
-    f = lambda x, key: transport.sliced_wasserstein(x, y, key, n_projections=16)  # noqa: E731
-    batched = jax.jit(jax.vmap(f, in_axes=(None, 0)))(x, keys)
-    np.testing.assert_allclose(batched, [f(x, k) for k in keys], rtol=1e-6)
-    grad = jax.grad(f)(jnp.asarray(x), keys[0])
-    assert grad.shape == x.shape and np.all(np.isfinite(grad))
+    f = lambda x: transport.sliced_wasserstein(x, y, jax.random.key(3), n_projections=16)  # noqa: E731
+    direction = rng.normal(size=(20, 3)).astype(np.float32)
+    h = 3e-4  # piecewise quadratic (the sorting permutations change): small steps, float32 noise ≈ 1e-3
+    numeric = (f(x + h * direction) - f(x - h * direction)) / (2 * h)
+    np.testing.assert_allclose(jnp.vdot(jax.grad(f)(jnp.asarray(x)), direction), numeric, rtol=2e-2)
 
 
 def test_pmap_over_two_devices():
@@ -236,18 +236,20 @@ def test_wasserstein_p_gradient_matches_the_pot_plan():
 # sinkhorn and sinkhorn_divergence
 
 
-@pytest.mark.parametrize("n, m, relative_eps", [(5, 8, 0.1), (64, 64, 0.1), (64, 64, 0.01)])
-def test_sinkhorn_matches_pot(n, m, relative_eps):
+@pytest.mark.parametrize(
+    "n, m, relative_eps, omega", [(5, 8, 0.1, 1.0), (64, 64, 0.1, 1.0), (64, 64, 0.01, 1.0), (64, 64, 0.01, 1.8)]
+)
+def test_sinkhorn_matches_pot(n, m, relative_eps, omega):
     (a, b, c), (a64, b64, c64) = _problem(n, m, "points")
     eps = relative_eps * float(np.median(c))
-    value, plan = transport.sinkhorn(a, b, c, eps)
+    value, plan = transport.sinkhorn(a, b, c, eps, overrelaxation=omega)
     ref = ot.sinkhorn2(a64, b64, c64, eps, method="sinkhorn_log", numItermax=100_000, stopThr=1e-13)
     np.testing.assert_allclose(value, ref, rtol=1e-4)
     plan = np.asarray(plan, np.float64)
     # Columns: fitted by the last update, up to float32 rounding of exp((f + g − C)/ε), ≈ 1e-7·|C|/ε relative.
     np.testing.assert_allclose(plan.sum(0), b, rtol=10 * 1e-7 / relative_eps, atol=1e-7)
-    # Rows: the stopping rule Σ|γ1 − a| ≤ tol = 1e-6, with the same rounding floor.
-    assert np.abs(plan.sum(1) - a).sum() <= max(1e-6, 1e-7 / relative_eps)
+    # Rows: the stopping rule Σ|γ1 − a| ≤ tol = 1e-6 (then one column update), with the same rounding floor.
+    assert np.abs(plan.sum(1) - a).sum() <= max(1e-6, 3e-7 / relative_eps)
 
 
 def test_sinkhorn_regularized_value_and_its_gradient():
@@ -375,6 +377,8 @@ def test_errors_name_the_problem():
         transport.emd(np.full(4, 0.25), np.full(4, 0.25), np.ones(4))
     with pytest.raises(ValueError, match=r"b has shape \(4,\).*\(5,\)"):
         transport.sinkhorn(np.full(4, 0.25), np.full(4, 0.25), np.ones((4, 5)), 0.1)
+    with pytest.raises(ValueError, match=r"overrelaxation=2.5.*\[1, 2\)"):
+        transport.sinkhorn(np.full(4, 0.25), np.full(4, 0.25), np.ones((4, 4)), 0.1, overrelaxation=2.5)
     with pytest.raises(ValueError, match=r"epsilon=0.0.*> 0"):
         transport.sinkhorn(np.full(4, 0.25), np.full(4, 0.25), np.ones((4, 4)), 0.0)
     with pytest.raises(ValueError, match=r"covariances \(d, d\)"):
