@@ -165,6 +165,7 @@ def _local_step(cfg: ml_collections.ConfigDict, engine: Engine, state: TrainStat
     """One generator step on this device's share of the batch; gradients are averaged over `data`."""
     n_critic, unroll = cfg.loss.n_critic, cfg.loss.unroll_steps
     weight = cfg.loss.penalty_weight
+    unroll_loops = bool(cfg.train.get("unroll_loops", False))
 
     def critic_objective(c_params, c_state, g_params, real, z, keys):
         fake = engine.generator.apply({"params": g_params}, z)
@@ -192,12 +193,13 @@ def _local_step(cfg: ml_collections.ConfigDict, engine: Engine, state: TrainStat
     critic_carry, (d_losses, penalty_values) = jax.lax.scan(
         functools.partial(critic_update, g_params),
         (state.critic_params, state.critic_state, state.critic_opt_state),
-        (real_c, z_c, keys_c))
+        (real_c, z_c, keys_c), unroll=unroll_loops)
 
     def generator_objective(g_params):
         carry = critic_carry
         if unroll:
-            carry, _ = jax.lax.scan(functools.partial(critic_update, g_params), carry, (real_u, z_u, keys_u))
+            carry, _ = jax.lax.scan(functools.partial(critic_update, g_params), carry, (real_u, z_u, keys_u),
+                                    unroll=unroll_loops)
         c_params, c_state, _ = carry
         fake = engine.generator.apply({"params": g_params}, inputs.generator_noise)
         logits, _ = _apply_critic(engine, c_params, c_state, fake, False)
@@ -251,6 +253,9 @@ def make_train_step(cfg: ml_collections.ConfigDict, engine: Engine, source: Data
         return sharded_step(state, draw_step_inputs(cfg, source, state, arrays))
 
     def fused_steps(state, arrays):
+        if k == 1:  # no loop: XLA:CPU runs convolutions inside a while loop several times slower
+            state, metrics = one_step(state, arrays)
+            return state, jax.tree.map(lambda m: m[None], metrics)
         return jax.lax.scan(lambda s, _: one_step(s, arrays), state, length=k)
 
     return jax.jit(fused_steps, donate_argnums=0, out_shardings=replicated(mesh))

@@ -115,6 +115,19 @@ def test_fused_steps_match_single_steps():
                  _numpy_tree(state1.generator_params), _numpy_tree(state5.generator_params))
 
 
+@pytest.mark.parametrize("method", ["wgan_gp", "unrolled"])
+def test_unrolled_loops_compute_the_same_steps(method):
+    """train.unroll_loops only changes how the n_critic / unrolled-GAN loops are compiled, not the math."""
+    source, _, looped, looped_step = _setup(_config(method, loss__n_critic=3), steps_per_call=2)
+    _, _, unrolled, unrolled_step = _setup(_config(method, loss__n_critic=3, train__unroll_loops=True),
+                                           steps_per_call=2)
+    looped, m_looped = looped_step(looped, source.arrays)
+    unrolled, m_unrolled = unrolled_step(unrolled, source.arrays)
+    np.testing.assert_allclose(m_unrolled["d_loss"], m_looped["d_loss"], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 _numpy_tree(unrolled.critic_params), _numpy_tree(looped.critic_params))
+
+
 def test_nonfinite_batch_freezes_the_state_and_is_reported():
     cfg = _config()
     cfg.train.steps_per_call = 4
