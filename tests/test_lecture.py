@@ -5,7 +5,6 @@ a float64 NumPy evaluation of the JSD for the optimal-discriminator identity.
 """
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -22,41 +21,29 @@ from experiments.lecture import (
 LOG2 = math.log(2.0)
 
 
-def _run(module, tmp_path_factory):
-    outdir = str(tmp_path_factory.mktemp(module.NAME))
-    result = module.run(outdir, quick=True)
-    md_path = os.path.join(outdir, f"{module.NAME}.md")
-    with open(md_path, encoding="utf-8") as f:
-        assert f.read().strip() == result["markdown"].strip()
-    assert result["png"] == os.path.join(outdir, f"{module.NAME}.png")
-    with open(result["png"], "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    return result
+@pytest.fixture(scope="module")
+def likelihood(run_lecture_quick):
+    return run_lecture_quick(likelihood_vs_samples)
 
 
 @pytest.fixture(scope="module")
-def likelihood(tmp_path_factory):
-    return _run(likelihood_vs_samples, tmp_path_factory)
+def discriminator(run_lecture_quick):
+    return run_lecture_quick(optimal_discriminator)
 
 
 @pytest.fixture(scope="module")
-def discriminator(tmp_path_factory):
-    return _run(optimal_discriminator, tmp_path_factory)
+def covering(run_lecture_quick):
+    return run_lecture_quick(mode_covering_seeking)
 
 
 @pytest.fixture(scope="module")
-def covering(tmp_path_factory):
-    return _run(mode_covering_seeking, tmp_path_factory)
+def disjoint(run_lecture_quick):
+    return run_lecture_quick(disjoint_supports)
 
 
 @pytest.fixture(scope="module")
-def disjoint(tmp_path_factory):
-    return _run(disjoint_supports, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def hierarchy(tmp_path_factory):
-    return _run(convergence_hierarchy, tmp_path_factory)
+def hierarchy(run_lecture_quick):
+    return run_lecture_quick(convergence_hierarchy)
 
 
 # Claim 1 ----------------------------------------------------------------------------------------------

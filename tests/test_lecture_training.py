@@ -1,0 +1,99 @@
+"""The lecture scripts that train GANs (claims 2 and 6), at their quick sizes, and their shared training helper.
+
+References: two samples of one distribution are indistinguishable (two-sample accuracy 0.5 up to sampling
+noise); an untrained generator's samples near the origin are separable from a ring of radius 2 (accuracy
+≈ 1); the 3σ high-quality fraction of 2-D Gaussian data is P(χ²₂ ≤ 9) = 1 − e^{−4.5}; the helper's samples
+must equal those of the engine's own CLI path (experiments.train.train_and_evaluate + restore_state).
+"""
+
+import math
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import train as cli
+from experiments.configs import common as configs
+from experiments.lecture import mode_collapse, two_sample_classifier
+from gan_jax import train as engine_lib
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def two_sample(run_lecture_quick):
+    return run_lecture_quick(two_sample_classifier)
+
+
+@pytest.fixture(scope="module")
+def collapse(run_lecture_quick):
+    return run_lecture_quick(mode_collapse)
+
+
+def test_two_sample_accuracy_falls_toward_chance(two_sample):
+    q = two_sample_classifier.QUICK
+    rows = two_sample["rows"]
+    assert [r["step"] for r in rows] == list(range(0, q["steps"] + 1, q["every"]))
+    accuracy = np.array([r["accuracy"] for r in rows])
+    assert np.all((accuracy >= 0.0) & (accuracy <= 1.0))
+    assert accuracy[0] > 0.95  # G(z) of the initial generator sits near 0, far from the ring of radius 2
+    assert accuracy[-1] < accuracy[0] - 0.1
+    assert accuracy[-1] < 0.75  # most of the way from separable (1.0) to indistinguishable (0.5)
+    assert rows[-1]["sliced_w1"] < rows[0]["sliced_w1"]
+    # Data vs data: 256 held-out points per class, so the accuracy's standard error is about 0.022.
+    assert abs(two_sample["reference"]["accuracy"] - 0.5) < 0.1
+    assert two_sample["skipped"] == 0
+
+
+def test_mode_collapse_table_covers_every_method(collapse):
+    results = collapse["results"]
+    assert set(results) == {"ring8", "grid25"}
+    for dataset, n_modes in (("ring8", 8), ("grid25", 25)):
+        assert set(results[dataset]) == {"data", *mode_collapse.METHODS}
+        for method in mode_collapse.METHODS:
+            (run,) = results[dataset][method]["runs"]  # quick: one seed
+            assert 0 <= run["modes"] <= n_modes
+            assert 0.0 <= run["hq"] <= 1.0
+            assert math.isnan(run["reverse_kl"]) or 0.0 <= run["reverse_kl"] <= math.log(n_modes) + 1e-6
+            assert f"| {method} |" in collapse["markdown"]
+        # The data itself: every mode, and the 2-D 3σ fraction 1 − e^{−4.5} (500 samples: std error 0.005).
+        (data,) = results[dataset]["data"]["runs"]
+        assert data["modes"] == n_modes
+        np.testing.assert_allclose(data["hq"], 1.0 - math.exp(-4.5), atol=0.025)
+    steps = mode_collapse.QUICK["steps"]  # quick: one step count for both datasets, no decay
+    assert f"ring8: {steps} generator steps, constant" in collapse["markdown"]
+    assert f"grid25: {steps} generator steps, constant" in collapse["markdown"]
+    for source in ("VEEGAN Table 1", "PacGAN Table 1"):
+        assert source in collapse["markdown"]
+    assert "| 99.3 |" in collapse["markdown"] and "| 0.45 |" in collapse["markdown"]
+    for figure in collapse["figures"]:
+        with open(figure, "rb") as f:
+            assert f.read(8) == PNG_MAGIC
+
+
+def test_train_and_sample_matches_the_engine_cli(tmp_path):
+    """The helper (two phases at the same learning rate) reproduces the CLI's run step for step."""
+    cfg = configs.toy("ring8", "gan_gp", "smoke")
+    cfg.model.width, cfg.model.depth = 8, 1
+    cfg.train.steps, cfg.train.steps_per_call = 20, 10
+    cfg.train.checkpoint_every, cfg.train.log_every, cfg.train.sample_every = 10, 10, 0
+    cfg.train.eval_samples = 64
+    cfg.seed = 3
+    cfg.parallel.num_devices = 1  # the helper runs on one device; same reduction order, same numbers
+    samples, skipped = mode_collapse.train_and_sample(cfg, [3], [10, 20], 64, decay_from=10, decay_factor=1.0)
+    assert samples.shape == (1, 2, 64, 2) and skipped.tolist() == [0]
+
+    cli.train_and_evaluate(cfg, str(tmp_path), progress=False)
+    state = cli.restore_state(str(tmp_path))
+    engine = engine_lib.make_engine(cfg, (2,))
+    z = jax.random.normal(jax.random.key(cfg.seed + 1), (64, cfg.model.latent_dim))
+    expected = engine_lib.make_sampler(engine)(state.generator_params, z)
+    np.testing.assert_allclose(samples[0, -1], np.asarray(expected), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(samples[0, 0], samples[0, 1])
+
+
+def test_train_and_sample_rejects_unordered_steps():
+    cfg = configs.toy("ring8", "gan", "smoke")
+    with pytest.raises(ValueError, match="at_steps must be non-negative and increasing"):
+        mode_collapse.train_and_sample(cfg, [0], [20, 10], 8)
