@@ -80,7 +80,9 @@ def _draw_samples(ax: Axes, samples, data=None, centers=None, title=None, lim=No
             ax.scatter(data[:, 0], data[:, 1], s=2, alpha=0.4, color=DATA_COLOR, label="data", linewidths=0)
         ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.6, color=SAMPLE_COLOR, label="samples", linewidths=0)
         if centers is not None:
-            ax.scatter(centers[:, 0], centers[:, 1], s=40, marker="x", color=CENTER_COLOR, label="mode centres")
+            # Hollow rings drawn under the samples: a tight cluster on its centre stays visible.
+            ax.scatter(centers[:, 0], centers[:, 1], s=60, marker="o", facecolors="none", edgecolors=CENTER_COLOR,
+                       linewidths=0.7, zorder=0.9, label="mode centres")
         if lim is not None:
             ax.set_xlim(lim)
             ax.set_ylim(lim)

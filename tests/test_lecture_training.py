@@ -97,3 +97,10 @@ def test_train_and_sample_rejects_unordered_steps():
     cfg = configs.toy("ring8", "gan", "smoke")
     with pytest.raises(ValueError, match="at_steps must be non-negative and increasing"):
         mode_collapse.train_and_sample(cfg, [0], [20, 10], 8)
+
+
+def test_mean_std_counts_undefined_runs_apart():
+    """Reverse KL is NaN for a run with no high-quality sample: the mean is over the other runs, and says so."""
+    assert mode_collapse._mean_std([1.0, 2.0, 3.0]) == "2.00 ± 0.82"  # population std of 1, 2, 3: √(2/3)
+    assert mode_collapse._mean_std([math.nan, 0.5, 0.7], digits=3) == "0.600 ± 0.100 (1 of 3 runs undefined)"
+    assert mode_collapse._mean_std([math.nan, math.nan]) == "undefined"

@@ -145,8 +145,15 @@ def _coverage(samples: np.ndarray, dist: toy.ToyDistribution) -> dict[str, float
 
 
 def _mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
+    """Mean ± std over seeds; undefined values (NaN: reverse KL of a run with no HQ sample) are counted apart."""
     v = scale * np.asarray(values, dtype=np.float64)
-    return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}" if len(v) > 1 else f"{v[0]:.{digits}f}"
+    defined = v[np.isfinite(v)]
+    if len(defined) == 0:
+        return "undefined"
+    text = f"{defined.mean():.{digits}f}"
+    if len(defined) > 1:
+        text += f" ± {defined.std():.{digits}f}"
+    return text if len(defined) == len(v) else f"{text} ({len(v) - len(defined)} of {len(v)} runs undefined)"
 
 
 def _anchor(value) -> str:
