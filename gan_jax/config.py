@@ -11,6 +11,8 @@ from typing import Any
 
 import ml_collections
 
+from gan_jax.parallel import CPU_MATMULS
+
 # Fields whose change alters the shape of the saved state: resuming across a change of any of them fails.
 STRUCTURAL_KEYS = (
     "data.name",
@@ -68,6 +70,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Unroll the n_critic (and unrolled-GAN) loops into straight-line code. XLA:CPU runs convolutions
     # inside a while loop 5-7x slower than outside one (measured, jax 0.10); costs compile time.
     cfg.train.unroll_loops = False
+    # How XLA:CPU compiles matmuls: "eigen" (XLA's own dots; faster for these MLPs on CPU, measured with
+    # jax 0.10) or "xla_default" (this jaxlib's default, YNNPACK fusions in 0.10). No effect on GPU/TPU.
+    cfg.train.cpu_matmuls = "eigen"
     cfg.train.log_every = 100
     cfg.train.checkpoint_every = 1000
     cfg.train.max_to_keep = 3
@@ -95,6 +100,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             _fail(f"train.{field}", t[field],
                   f"must be a multiple of train.steps_per_call={t.steps_per_call} "
                   "(logs and checkpoints happen between fused calls)")
+    if t.get("cpu_matmuls", "eigen") not in CPU_MATMULS:
+        _fail("train.cpu_matmuls", t.cpu_matmuls, f"must be one of {sorted(CPU_MATMULS)}")
     if t.sample_every < 0:
         _fail("train.sample_every", t.sample_every, "must be >= 0 (0 = only at the end)")
     if cfg.data.batch_size <= 0:

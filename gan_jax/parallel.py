@@ -7,11 +7,23 @@ path with a mesh of one.
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+
+# How XLA:CPU compiles matrix products. jaxlib 0.10 hands them to YNNPACK fusions by default. On 2 Intel
+# Xeon cores, XLA's own (Eigen) dots ran the engine's width-128 WGAN-GP step 1.2-1.3x faster and the
+# width-64 one about 1.05x; width 512 and the digits conv step were within noise (0.93-1.02x)
+# (benchmarks/train_speed.py, results/benchmarks.md).
+CPU_MATMULS = {
+    "eigen": {"xla_cpu_experimental_ynn_fusion_type": ""},  # no YNNPACK fusions: XLA's own dots
+    "xla_default": {},  # whatever this jaxlib does by default
+}
 
 
 def maybe_initialize_distributed(enabled: bool) -> None:
@@ -51,3 +63,25 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def replicate(tree, mesh: Mesh):
     """Places every leaf of `tree` on all devices of `mesh`."""
     return jax.device_put(tree, replicated(mesh))
+
+
+@functools.cache
+def _compile_option_known(name: str, value: Any) -> bool:
+    """Whether this jaxlib's CPU compiler accepts the option `name=value` (a jaxlib may drop it)."""
+    try:
+        jax.jit(lambda x: x, backend="cpu", compiler_options={name: value}).lower(np.float32(0)).compile()
+    except Exception:  # XlaRuntimeError: "No such compile option"
+        return False
+    return True
+
+
+def compiler_options(mesh: Mesh, cpu_matmuls: str = "eigen") -> dict[str, Any]:
+    """XLA compiler options for a step jitted over `mesh`: CPU_MATMULS[cpu_matmuls] on CPU, none elsewhere.
+
+    Options this jaxlib does not know are left out, so a newer jaxlib compiles with its own defaults.
+    """
+    if cpu_matmuls not in CPU_MATMULS:
+        raise ValueError(f"unknown cpu_matmuls {cpu_matmuls!r}; valid names: {sorted(CPU_MATMULS)}")
+    if mesh.devices.flat[0].platform != "cpu":
+        return {}
+    return {k: v for k, v in CPU_MATMULS[cpu_matmuls].items() if _compile_option_known(k, v)}

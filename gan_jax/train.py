@@ -26,7 +26,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from gan_jax import losses, models, penalties
 from gan_jax.data import DataSource
-from gan_jax.parallel import DATA_AXIS, check_batch_divisible, replicated
+from gan_jax.parallel import DATA_AXIS, check_batch_divisible, compiler_options, replicated
 
 PyTree = Any
 
@@ -237,7 +237,9 @@ def make_train_step(cfg: ml_collections.ConfigDict, engine: Engine, source: Data
     """`step(state, data_arrays) -> (state, metrics)`: K generator steps in one jitted, donated call.
 
     The state is replicated on `mesh`; each step's batch is drawn whole and split along the batch axis
-    over the mesh's `data` devices; metrics come back stacked, shape (K,).
+    over the mesh's `data` devices; metrics come back stacked, shape (K,). On CPU, matmuls compile as
+    `cfg.train.cpu_matmuls` says (parallel.CPU_MATMULS); a step compiled with such options is a top-level
+    jit (JAX refuses it inside another jit: call it directly, or set cpu_matmuls="xla_default").
     """
     k = steps_per_call or cfg.train.steps_per_call
     check_batch_divisible(cfg.data.batch_size, mesh)
@@ -258,7 +260,8 @@ def make_train_step(cfg: ml_collections.ConfigDict, engine: Engine, source: Data
             return state, jax.tree.map(lambda m: m[None], metrics)
         return jax.lax.scan(lambda s, _: one_step(s, arrays), state, length=k)
 
-    return jax.jit(fused_steps, donate_argnums=0, out_shardings=replicated(mesh))
+    return jax.jit(fused_steps, donate_argnums=0, out_shardings=replicated(mesh),
+                   compiler_options=compiler_options(mesh, cfg.train.get("cpu_matmuls", "eigen")))
 
 
 def make_sampler(engine: Engine) -> Callable[[PyTree, jax.Array], jax.Array]:

@@ -204,3 +204,49 @@ def test_spectral_norm_critic_state_is_carried_in_the_train_state():
     after = _numpy_tree(state.critic_state)
     assert not metrics["nonfinite"].any()
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
+
+
+def _compiled_text(step, state, arrays):
+    return step.lower(state, arrays).compile().as_text()
+
+
+def test_cpu_matmul_choices_compile_differently_and_compute_the_same_step():
+    """train.cpu_matmuls picks XLA:CPU's matmul kernels; the step's math is the same either way."""
+    results = []
+    for choice in ("eigen", "xla_default"):
+        cfg = _config(loss__n_critic=2, model__width=64, train__cpu_matmuls=choice)
+        source, _, state, step = _setup(cfg)
+        text = _compiled_text(step, state, source.arrays)
+        state, metrics = step(state, source.arrays)
+        results.append((text, _numpy_tree(state), jax.device_get(metrics)))
+    (eigen_text, eigen, m_eigen), (_, default, m_default) = results
+    assert "ynn_fusion" not in eigen_text, "cpu_matmuls='eigen' must compile without YNNPACK fusions"
+    np.testing.assert_allclose(m_eigen["d_loss"], m_default["d_loss"], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 eigen.critic_params, default.critic_params)
+
+
+def test_compiler_options_name_errors_skip_unknown_options_and_other_platforms(monkeypatch):
+    mesh = parallel.make_mesh(1)
+    with pytest.raises(ValueError, match=r"unknown cpu_matmuls 'mkl'; valid names: \['eigen', 'xla_default'\]"):
+        parallel.compiler_options(mesh, "mkl")
+    assert parallel.compiler_options(mesh, "xla_default") == {}
+    monkeypatch.setitem(parallel.CPU_MATMULS, "eigen", {"xla_cpu_no_such_option_in_any_jaxlib": ""})
+    assert parallel.compiler_options(mesh, "eigen") == {}, "an option this jaxlib rejects is left out"
+
+    class Device:
+        platform = "gpu"
+
+    class GpuMesh:
+        devices = np.array([Device()], dtype=object)
+
+    monkeypatch.undo()
+    assert parallel.compiler_options(GpuMesh(), "eigen") == {}
+
+
+def test_unknown_cpu_matmuls_in_the_config_is_a_clear_error():
+    from gan_jax.config import validate
+
+    cfg = _config(train__cpu_matmuls="mkl")
+    with pytest.raises(ValueError, match=r"config.train.cpu_matmuls='mkl' is invalid: must be one of"):
+        validate(cfg)
