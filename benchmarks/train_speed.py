@@ -3,8 +3,10 @@
 One run on one machine measures generator steps/s of the ring8 WGAN-GP (MLP generator and critic of depth 3,
 batch 256, n_critic 5, λ = 0.1, Adam(1e-4, 0.5, 0.9)) at widths 64, 128 and 512, implemented as
   engine K=1, K=k   gan_jax.train.make_train_step with 1 and k generator steps per jitted call;
+  engine K=1, XLA default matmuls
+                    the same with train.cpu_matmuls = "xla_default" (YNNPACK fusions in jax 0.10);
   hand-written JAX  plain jnp MLPs, jax.grad, optax.adam, vmap-grad penalty, n_critic in lax.scan,
-                    one jitted and donated step per call;
+                    one jitted and donated step per call, compiled with the engine's XLA options;
   PyTorch eager     the same math with torch.autograd.grad(create_graph=True) for the penalty;
   torch.compile     the same math as torch.func gradients under torch.compile (time-boxed);
 timed interleaved (implementation order rotated each repeat) after compilation. It then times the digits conv
@@ -206,8 +208,9 @@ def jaxpr_flops(jaxpr: Any) -> float:
 
 
 def step_jaxpr_flops(step: Callable, *args: Any) -> float:
-    """`jaxpr_flops` of the traced `step(*args)`."""
-    return jaxpr_flops(jax.make_jaxpr(step)(*args).jaxpr)
+    """`jaxpr_flops` of the traced `step(*args)` (a jitted step is traced unjitted: JAX refuses to nest a jit
+    that carries compiler options)."""
+    return jaxpr_flops(jax.make_jaxpr(getattr(step, "__wrapped__", step))(*args).jaxpr)
 
 
 def digits_count_check(cfg) -> tuple[float, float]:
@@ -338,7 +341,12 @@ def hand_written(width: int) -> HandWritten:
     k_g, k_c, key = jax.random.split(jax.random.key(0), 3)
     g, c = _mlp_init(k_g, [LATENT, *hidden, 2]), _mlp_init(k_c, [2, *hidden, 1])
     state = (g, c, opt.init(g), opt.init(c), key, jnp.zeros((), jnp.int32))
-    return HandWritten(jax.jit(step, donate_argnums=0), state, jax.jit(critic_update), jax.jit(generator_update),
+    # The engine's XLA options (parallel.compiler_options), so that engine / hand-written measures the engine.
+    from gan_jax import parallel
+
+    options = parallel.compiler_options(parallel.make_mesh(1))
+    return HandWritten(jax.jit(step, donate_argnums=0, compiler_options=options), state, jax.jit(critic_update),
+                       jax.jit(generator_update),
                        (c, opt.init(c), g, key), (g, opt.init(g), c, key))
 
 
@@ -622,9 +630,11 @@ def bench_ring8(args, width: int, threads: int, torch_ver: str | None, notes: li
     cfg = ring8_config(width)
     _progress(f"width {width}: compiling the engine (K=1, K={k}) and the hand-written step")
     single, fused = engine_bench(cfg, 1, names[0]), engine_bench(cfg, k, names[1])
+    default = engine_bench(xla_default_matmuls(cfg), 1, names[5])
     hw_runner, hw_compile, flops = hand_written_bench(width)
-    runners = [single.runner, fused.runner, hw_runner]
-    compile_s = {names[0]: single.compile_s, names[1]: fused.compile_s, names[2]: hw_compile}
+    runners = [single.runner, fused.runner, hw_runner, default.runner]
+    compile_s = {names[0]: single.compile_s, names[1]: fused.compile_s, names[2]: hw_compile,
+                 names[5]: default.compile_s}
     worker = None
     if torch_ver:
         worker = TorchWorker(width, threads)
@@ -657,13 +667,25 @@ def bench_digits(args) -> dict[str, Any]:
     cfg = common.images("digits", "wgan_gp")
     single = engine_bench(cfg, 1, "engine K=1")
     fused = engine_bench(cfg, args.digits_k, f"engine K={args.digits_k}")
+    default = engine_bench(xla_default_matmuls(cfg), 1, DEFAULT_MATMULS)
     _progress("digits conv WGAN-GP: timing")
-    return dict(cfg=cfg, rates=measure([single.runner, fused.runner], args.repeats, args.block_s),
+    runners = [single.runner, fused.runner, default.runner]
+    return dict(cfg=cfg, rates=measure(runners, args.repeats, args.block_s),
                 gflop=single.jaxpr_gflop, scanned=single.scanned_xla_gflop, check=digits_count_check(cfg))
 
 
+DEFAULT_MATMULS = "engine K=1, XLA default matmuls"
+
+
 def impl_names(k: int) -> list[str]:
-    return ["engine K=1", f"engine K={k}", "hand-written JAX", "PyTorch eager", "torch.compile"]
+    return ["engine K=1", f"engine K={k}", "hand-written JAX", "PyTorch eager", "torch.compile", DEFAULT_MATMULS]
+
+
+def xla_default_matmuls(cfg):
+    """`cfg` with train.cpu_matmuls = "xla_default": the engine as XLA compiles it without gan_jax's CPU option."""
+    cfg = cfg.copy_and_resolve_references()
+    cfg.train.cpu_matmuls = "xla_default"
+    return cfg
 
 
 def render(args, header: list[str], results: dict[int, dict[str, Any]], digits: dict[str, Any] | None,
@@ -681,12 +703,16 @@ def render(args, header: list[str], results: dict[int, dict[str, Any]], digits: 
     lines += table(["width", "GFLOP/step", *names, "load (1 min)"], rows)
 
     pairs = [(names[1], names[3]), (names[1], names[4]), (names[1], names[0]), (names[0], names[2]),
-             (names[1], names[2])]
+             (names[1], names[2]), (names[0], names[5])]
     lines += ["", f"## Ratios (median [min–max] of per-repeat ratios; engine = K={k} fused unless named)", ""]
     rows = [[str(w), *[median_spread(paired_ratio(r["rates"][a], r["rates"].get(b, []))) for a, b in pairs]]
             for w, r in results.items()]
     lines += table(["width", "engine / PyTorch eager", "engine / torch.compile", f"K={k} / K=1",
-                    "engine K=1 / hand-written", f"engine K={k} / hand-written"], rows)
+                    "engine K=1 / hand-written", f"engine K={k} / hand-written",
+                    "engine K=1 / same with XLA default matmuls"], rows)
+    lines += ["", "The engine (and the hand-written step, compiled with the same options) runs CPU matmuls through "
+              "XLA's own dots (`train.cpu_matmuls = \"eigen\"`, gan_jax.parallel.CPU_MATMULS); the last column sets "
+              "that against this jaxlib's default (YNNPACK fusions in jax 0.10)."]
 
     lines += ["", f"## Achieved GFLOP/s against the matmul peak ({peak:.1f} GFLOP/s: best 2048×2048 float32 "
               "`jnp.dot` of the run)", ""]
