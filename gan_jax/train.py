@@ -6,7 +6,8 @@ One generator step at step t:
   2. one generator update minimising loss.generator(f_k(G(z))), where f_k is the critic after
      `unroll_steps` = k further differentiable critic updates (Metz et al. 2016; k = 0: the plain GAN).
 Every random draw is a pure function of (state.key, t), so a run resumed from a checkpoint repeats the
-uninterrupted trajectory bit for bit. `K = train.steps_per_call` generator steps are fused in one call.
+uninterrupted trajectory bit for bit. `K = train.steps_per_call` generator steps are fused in one call,
+their random inputs drawn together (vectorised over the step index: the same numbers as K single draws).
 A step whose losses or new parameters are not finite leaves the state unchanged and sets
 `metrics["nonfinite"]`, so a NaN never reaches the state or a checkpoint.
 """
@@ -251,14 +252,15 @@ def make_train_step(cfg: ml_collections.ConfigDict, engine: Engine, source: Data
         functools.partial(_local_step, cfg, engine),
         mesh=mesh, in_specs=(P(), batch_spec), out_specs=(P(), P()), check_vma=False)
 
-    def one_step(state, arrays):
-        return sharded_step(state, draw_step_inputs(cfg, source, state, arrays))
-
     def fused_steps(state, arrays):
         if k == 1:  # no loop: XLA:CPU runs convolutions inside a while loop several times slower
-            state, metrics = one_step(state, arrays)
+            state, metrics = sharded_step(state, draw_step_inputs(cfg, source, state, arrays))
             return state, jax.tree.map(lambda m: m[None], metrics)
-        return jax.lax.scan(lambda s, _: one_step(s, arrays), state, length=k)
+        # All K steps' draws at once, vectorised over the step index (the same numbers as K separate
+        # draws, in one pass of the random-bit generator instead of K), then K steps in a loop.
+        draw = lambda t: draw_step_inputs(cfg, source, state.replace(step=t), arrays)
+        inputs = jax.vmap(draw)(state.step + jnp.arange(k))
+        return jax.lax.scan(sharded_step, state, inputs)
 
     return jax.jit(fused_steps, donate_argnums=0, out_shardings=replicated(mesh),
                    compiler_options=compiler_options(mesh, cfg.train.get("cpu_matmuls", "eigen")))
