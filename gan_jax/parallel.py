@@ -17,9 +17,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 DATA_AXIS = "data"
 
 # How XLA:CPU compiles matrix products. jaxlib 0.10 hands them to YNNPACK fusions by default. On 2 Intel
-# Xeon cores, XLA's own (Eigen) dots ran the engine's width-128 WGAN-GP step 1.2-1.3x faster and the
-# width-64 one about 1.05x; width 512 and the digits conv step were within noise (0.93-1.02x)
-# (benchmarks/train_speed.py, results/benchmarks.md).
+# Xeon cores, XLA's own (Eigen) dots ran the engine's WGAN-GP step (one step per call) 1.18-1.31x faster at
+# MLP width 128, 0.98-1.07x at width 64, 0.96x at 256, 0.93-1.03x at 512 and 0.98x on the digits conv step;
+# with YNNPACK, 50 steps fused in a loop ran 0.88x the single-step call at width 512, with Eigen 0.97-1.04x
+# (interleaved runs of benchmarks/train_speed.py; results/benchmarks.md).
 CPU_MATMULS = {
     "eigen": {"xla_cpu_experimental_ynn_fusion_type": ""},  # no YNNPACK fusions: XLA's own dots
     "xla_default": {},  # whatever this jaxlib does by default
