@@ -210,8 +210,8 @@ def _compiled_text(step, state, arrays):
     return step.lower(state, arrays).compile().as_text()
 
 
-def test_cpu_matmul_choices_compile_differently_and_compute_the_same_step():
-    """train.cpu_matmuls picks XLA:CPU's matmul kernels; the step's math is the same either way."""
+def test_eigen_cpu_matmuls_compile_without_ynnpack_and_compute_the_same_step():
+    """train.cpu_matmuls only picks XLA:CPU's matmul kernels: the step's math is the same either way."""
     results = []
     for choice in ("eigen", "xla_default"):
         cfg = _config(loss__n_critic=2, model__width=64, train__cpu_matmuls=choice)
