@@ -11,7 +11,7 @@ from typing import Any
 
 import ml_collections
 
-from gan_jax.parallel import CPU_MATMULS
+from gan_jax.parallel import CPU_MATMULS, DEFAULT_CPU_MATMULS
 
 # Fields whose change alters the shape of the saved state: resuming across a change of any of them fails.
 STRUCTURAL_KEYS = (
@@ -72,7 +72,7 @@ def base_config() -> ml_collections.ConfigDict:
     cfg.train.unroll_loops = False
     # How XLA:CPU compiles matmuls: "eigen" (XLA's own dots; faster for these MLPs on CPU, measured with
     # jax 0.10) or "xla_default" (this jaxlib's default, YNNPACK fusions in 0.10). No effect on GPU/TPU.
-    cfg.train.cpu_matmuls = "eigen"
+    cfg.train.cpu_matmuls = DEFAULT_CPU_MATMULS
     cfg.train.log_every = 100
     cfg.train.checkpoint_every = 1000
     cfg.train.max_to_keep = 3
@@ -100,7 +100,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             _fail(f"train.{field}", t[field],
                   f"must be a multiple of train.steps_per_call={t.steps_per_call} "
                   "(logs and checkpoints happen between fused calls)")
-    if t.get("cpu_matmuls", "eigen") not in CPU_MATMULS:
+    if t.get("cpu_matmuls", DEFAULT_CPU_MATMULS) not in CPU_MATMULS:
         _fail("train.cpu_matmuls", t.cpu_matmuls, f"must be one of {sorted(CPU_MATMULS)}")
     if t.sample_every < 0:
         _fail("train.sample_every", t.sample_every, "must be >= 0 (0 = only at the end)")

@@ -25,6 +25,7 @@ CPU_MATMULS = {
     "eigen": {"xla_cpu_experimental_ynn_fusion_type": ""},  # no YNNPACK fusions: XLA's own dots
     "xla_default": {},  # whatever this jaxlib does by default
 }
+DEFAULT_CPU_MATMULS = "eigen"
 
 
 def maybe_initialize_distributed(enabled: bool) -> None:
@@ -76,7 +77,7 @@ def _compile_option_known(name: str, value: Any) -> bool:
     return True
 
 
-def compiler_options(mesh: Mesh, cpu_matmuls: str = "eigen") -> dict[str, Any]:
+def compiler_options(mesh: Mesh, cpu_matmuls: str = DEFAULT_CPU_MATMULS) -> dict[str, Any]:
     """XLA compiler options for a step jitted over `mesh`: CPU_MATMULS[cpu_matmuls] on CPU, none elsewhere.
 
     Options this jaxlib does not know are left out, so a newer jaxlib compiles with its own defaults.

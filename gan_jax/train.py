@@ -27,7 +27,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from gan_jax import losses, models, penalties
 from gan_jax.data import DataSource
-from gan_jax.parallel import DATA_AXIS, check_batch_divisible, compiler_options, replicated
+from gan_jax.parallel import DATA_AXIS, DEFAULT_CPU_MATMULS, check_batch_divisible, compiler_options, replicated
 
 PyTree = Any
 
@@ -263,7 +263,7 @@ def make_train_step(cfg: ml_collections.ConfigDict, engine: Engine, source: Data
         return jax.lax.scan(sharded_step, state, inputs)
 
     return jax.jit(fused_steps, donate_argnums=0, out_shardings=replicated(mesh),
-                   compiler_options=compiler_options(mesh, cfg.train.get("cpu_matmuls", "eigen")))
+                   compiler_options=compiler_options(mesh, cfg.train.get("cpu_matmuls", DEFAULT_CPU_MATMULS)))
 
 
 def make_sampler(engine: Engine) -> Callable[[PyTree, jax.Array], jax.Array]:
