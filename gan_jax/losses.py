@@ -9,8 +9,15 @@ MINIMISED, both weighted means over examples of a per-example term::
 
 For "minimax" and "non_saturating", D(x) = sigmoid(logit) and the logs are taken in stable form:
 log D = log_sigmoid(l) = −softplus(−l), log(1 − D) = log_sigmoid(−l) = −softplus(l).
+
+The f-GAN family ("fgan_kl", "fgan_reverse_kl", "fgan_js", "fgan_pearson", "fgan_squared_hellinger";
+Nowozin, Cseke & Tomioka 2016) estimates D_f(P‖Q) = E_Q[f(dP/dQ)] = sup_T E_P[T] − E_Q[f*(T)], P = data,
+Q = generator. The critic's raw output v is mapped into dom f* by the output activation T = g_f(v)
+inside the loss (so any critic works), see `F_DIVERGENCES`. At the optimum T*(x) = f′(p(x)/q(x)) and
+the critic loss equals −D_f(P‖Q).
 """
 
+import math
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -87,6 +94,105 @@ _bce_discriminator = _discriminator(lambda l: jax.nn.softplus(-l), jax.nn.softpl
 # −E f(G(z)): the generator loss of both the Wasserstein and the hinge critic.
 _critic_score_generator = _generator(lambda l: -l)
 
+
+class FDivergence(NamedTuple):
+    """An f-divergence D_f(P‖Q) = E_Q[f(dP/dQ)] in variational form (Nowozin et al. 2016, Table 2).
+
+    Attributes:
+      name: short name; the loss is registered as "fgan_<name>".
+      f: the generator function f(u), convex with f(1) = 0 (formula, for documentation).
+      conjugate: f*(t) = sup_u (u·t − f(u)) (formula, for documentation).
+      activation: g_f, the output activation v ↦ T = g_f(v) into dom f*; formula in `activation_formula`.
+      activation_formula: g_f(v) as a formula.
+      conjugate_of_activation: v ↦ f*(g_f(v)) in a closed, numerically stable form (never composed
+        naively: e.g. for JS, −log(2 − exp(g(v))) = softplus(v) − log 2 has no cancellation).
+      optimal_critic: T* = f′(u) at u = p/q (formula, for documentation).
+    """
+
+    name: str
+    f: str
+    conjugate: str
+    activation: Term
+    activation_formula: str
+    conjugate_of_activation: Term
+    optimal_critic: str
+
+
+_LOG2 = math.log(2.0)
+
+# The five f-divergences of Nowozin et al. (2016), Table 2 (JS as D_f = 2·JSD, f as in the table).
+F_DIVERGENCES: tuple[FDivergence, ...] = (
+    # D_f = KL(P‖Q).
+    FDivergence(
+        name="kl",
+        f="u·log u",
+        conjugate="exp(t − 1)",
+        activation=lambda v: v,
+        activation_formula="v",
+        conjugate_of_activation=lambda v: jnp.exp(v - 1.0),
+        optimal_critic="1 + log u",
+    ),
+    # D_f = KL(Q‖P).
+    FDivergence(
+        name="reverse_kl",
+        f="−log u",
+        conjugate="−1 − log(−t), t < 0",
+        activation=lambda v: -jnp.exp(-v),
+        activation_formula="−exp(−v)",
+        conjugate_of_activation=lambda v: v - 1.0,  # −1 − log(exp(−v)) = v − 1
+        optimal_critic="−1/u",
+    ),
+    # D_f = 2·JSD(P, Q) = KL(P‖M) + KL(Q‖M), M = ½(P + Q); the GAN critic loss shifted by −2·log 2.
+    FDivergence(
+        name="js",
+        f="u·log u − (u + 1)·log((u + 1)/2)",
+        conjugate="−log(2 − exp(t)), t < log 2",
+        activation=lambda v: _LOG2 - jax.nn.softplus(-v),  # log 2 + log_sigmoid(v) = log(2·D)
+        activation_formula="log 2 − softplus(−v) = log 2 − log(1 + exp(−v))",
+        conjugate_of_activation=lambda v: jax.nn.softplus(v) - _LOG2,  # −log(2 − 2·sigmoid(v))
+        optimal_critic="log(2u/(u + 1))",
+    ),
+    # D_f = Pearson χ²(P‖Q) = Σ (p − q)²/q.
+    FDivergence(
+        name="pearson",
+        f="(u − 1)²",
+        conjugate="t²/4 + t",
+        activation=lambda v: v,
+        activation_formula="v",
+        conjugate_of_activation=lambda v: 0.25 * jnp.square(v) + v,
+        optimal_critic="2(u − 1)",
+    ),
+    # D_f = squared Hellinger Σ (√p − √q)² (no ½ factor).
+    FDivergence(
+        name="squared_hellinger",
+        f="(√u − 1)²",
+        conjugate="t/(1 − t), t < 1",
+        activation=lambda v: -jnp.expm1(-v),  # 1 − exp(−v)
+        activation_formula="1 − exp(−v)",
+        conjugate_of_activation=jnp.expm1,  # (1 − e^(−v))/e^(−v) = e^v − 1
+        optimal_critic="1 − 1/√u",
+    ),
+)
+
+
+def _fgan(divergence: FDivergence) -> AdversarialLoss:
+    """f-GAN: critic −(E_P[g(v)] − E_Q[f*(g(v))]); generator −E_Q[g(v)] (Nowozin et al. 2016, Sec. 3.2).
+
+    The generator's saddle-point loss would be −E_Q[f*(g(v))]. Like the non-saturating GAN loss (which it
+    is, up to a constant, for "js"), −E_Q[g(v)] keeps the stationary point (Nowozin et al. Sec. 3.2 show
+    this with Goodfellow et al.'s argument and found it useful for all divergences) but does not saturate
+    where the critic confidently rejects the fakes (v → −∞): there the saddle form's gradient vanishes for
+    "js" (it is the saturating log(1 − D) + log 2), "kl" (exp(v − 1)) and "squared_hellinger" (exp(v)),
+    while −g(v) keeps a gradient of order one (KL, JS, Pearson) or a growing one (reverse KL, Hellinger).
+    """
+    negative_score = lambda v: -divergence.activation(v)  # noqa: E731
+    return AdversarialLoss(
+        f"fgan_{divergence.name}",
+        _discriminator(negative_score, divergence.conjugate_of_activation),
+        _generator(negative_score),
+    )
+
+
 _REGISTRY: dict[str, AdversarialLoss] = {
     loss.name: loss
     for loss in (
@@ -108,6 +214,8 @@ _REGISTRY: dict[str, AdversarialLoss] = {
             _discriminator(lambda l: 0.5 * jnp.square(l - 1.0), lambda l: 0.5 * jnp.square(l)),
             _generator(lambda l: 0.5 * jnp.square(l - 1.0)),
         ),
+        # f-GAN: critic E_P[−g(v)] + E_Q[f*(g(v))] ≥ −D_f(P‖Q); generator −E_Q[g(v)] (see `_fgan`).
+        *map(_fgan, F_DIVERGENCES),
     )
 }
 

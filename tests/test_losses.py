@@ -8,6 +8,7 @@ import pytest
 from gan_jax import losses
 
 ALL = ("minimax", "non_saturating", "wasserstein", "hinge", "least_squares")
+FGAN = ("fgan_kl", "fgan_reverse_kl", "fgan_js", "fgan_pearson", "fgan_squared_hellinger")
 
 
 def _d(logits):
@@ -41,8 +42,8 @@ FAKE = np.array([-1.1, 0.5, -2.5, 0.0, 3.0], np.float32)
 
 
 def test_names_and_registry():
-    assert set(losses.names()) == set(ALL)
-    for name in ALL:
+    assert set(losses.names()) == set(ALL + FGAN)
+    for name in ALL + FGAN:
         loss = losses.get(name)
         assert isinstance(loss, losses.AdversarialLoss)
         assert loss.name == name
@@ -251,3 +252,195 @@ def test_mismatched_weights_name_both_shapes():
         loss.discriminator(jnp.zeros(4), jnp.zeros((5, 1)), fake_weights=jnp.ones(4))
     with pytest.raises(ValueError, match=r"weights has shape \(2, 2\) but fake_logits has shape \(4,\)"):
         jax.jit(loss.generator)(jnp.zeros(4), jnp.ones((2, 2)))
+
+
+# --------------------------------------------------------------------------------------------------
+# f-GAN (Nowozin et al. 2016). Hand transcriptions of Table 2 in float64 numpy, independent of the module:
+# output activation g(v), conjugate f*(t), optimal critic T* = f′(u) at u = p/q and its preimage v* = g⁻¹(T*).
+FGAN_TABLE = {
+    "fgan_kl": dict(
+        g=lambda v: v,
+        conj=lambda t: np.exp(t - 1),
+        t_star=lambda p, q: 1 + np.log(p / q),
+        v_star=lambda p, q: 1 + np.log(p / q),
+    ),
+    "fgan_reverse_kl": dict(
+        g=lambda v: -np.exp(-v),
+        conj=lambda t: -1 - np.log(-t),
+        t_star=lambda p, q: -q / p,
+        v_star=lambda p, q: np.log(p / q),
+    ),
+    "fgan_js": dict(
+        g=lambda v: np.log(2) - np.log1p(np.exp(-v)),
+        conj=lambda t: -np.log(2 - np.exp(t)),
+        t_star=lambda p, q: np.log(2 * p / (p + q)),
+        v_star=lambda p, q: np.log(p / q),
+    ),
+    "fgan_pearson": dict(
+        g=lambda v: v,
+        conj=lambda t: t**2 / 4 + t,
+        t_star=lambda p, q: 2 * (p / q - 1),
+        v_star=lambda p, q: 2 * (p / q - 1),
+    ),
+    "fgan_squared_hellinger": dict(
+        g=lambda v: 1 - np.exp(-v),
+        conj=lambda t: t / (1 - t),
+        t_star=lambda p, q: 1 - np.sqrt(q / p),
+        v_star=lambda p, q: 0.5 * np.log(p / q),
+    ),
+}
+
+
+def _f_divergence(name, p, q):
+    """D_f(p‖q) from independent references: divergences.kl / reverse_kl / js, or by hand in numpy."""
+    from gan_jax import divergences
+
+    return {
+        "fgan_kl": lambda: float(divergences.kl(p, q)),
+        "fgan_reverse_kl": lambda: float(divergences.reverse_kl(p, q)),
+        "fgan_js": lambda: 2 * float(divergences.js(p, q)),
+        "fgan_pearson": lambda: np.sum((p - q) ** 2 / q),
+        "fgan_squared_hellinger": lambda: np.sum((np.sqrt(p) - np.sqrt(q)) ** 2),
+    }[name]()
+
+
+def _fgan_reference(name):
+    """Naive float64 (discriminator(real, fake), generator(fake)) of the contract."""
+    g, conj = FGAN_TABLE[name]["g"], FGAN_TABLE[name]["conj"]
+
+    def d_ref(r, f):
+        r, f = np.asarray(r, np.float64), np.asarray(f, np.float64)
+        return -(np.mean(g(r)) - np.mean(conj(g(f))))
+
+    return d_ref, lambda f: -np.mean(g(np.asarray(f, np.float64)))
+
+
+def _two_distributions(seed, k=5):
+    rng = np.random.default_rng(seed)
+    p, q = rng.dirichlet(np.full(k, 4.0), size=2)
+    assert np.all(p > 0) and np.all(q > 0)
+    return p, q
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("name", FGAN)
+def test_fgan_known_optimum_is_minus_divergence(name, seed):
+    # At v* = g⁻¹(f′(p/q)) the critic loss with real weights p and fake weights q on shared points equals
+    # −D_f(p‖q), its gradient vanishes, and (convex in v) every perturbation increases it.
+    p, q = _two_distributions(seed)
+    loss = losses.get(name)
+    with jax.enable_x64(True):
+        objective = jax.jit(lambda v: loss.discriminator(v, v, real_weights=p, fake_weights=q))
+        v_star = FGAN_TABLE[name]["v_star"](p, q)
+        value = float(objective(v_star))
+        np.testing.assert_allclose(value, -_f_divergence(name, p, q), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(jax.grad(objective)(v_star), 0.0, atol=1e-10)
+        rng = np.random.default_rng(100 + seed)
+        for scale in (1e-3, 1e-1, 1.0):
+            perturbed = jax.vmap(objective)(v_star + scale * rng.standard_normal((20, 5)))
+            assert np.all(perturbed > value), (scale, perturbed.min(), value)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("name", FGAN)
+def test_fgan_minimised_critic_recovers_divergence_and_optimal_critic(name, seed):
+    # Minimise over the raw logits with scipy (BFGS, float64 loss and JAX gradient) from v = 0.
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    p, q = _two_distributions(seed)
+    loss = losses.get(name)
+    with jax.enable_x64(True):
+        value_and_grad = jax.jit(jax.value_and_grad(lambda v: loss.discriminator(v, v, p, q)))
+
+        def fun(v):
+            value, grad = value_and_grad(v)
+            return float(value), np.asarray(grad, np.float64)
+
+        result = scipy_optimize.minimize(fun, np.zeros(5), jac=True, method="BFGS", options={"gtol": 1e-10})
+        np.testing.assert_allclose(result.fun, -_f_divergence(name, p, q), rtol=1e-7, atol=1e-9)
+    t_star = FGAN_TABLE[name]["t_star"](p, q)
+    np.testing.assert_allclose(FGAN_TABLE[name]["g"](result.x), t_star, rtol=1e-4, atol=1e-5)
+
+
+def test_fgan_divergences_are_distinct_at_the_optimum():
+    # Guards against two table rows accidentally sharing a formula: the five optimal values all differ.
+    p, q = _two_distributions(7)
+    values = [_f_divergence(name, p, q) for name in FGAN]
+    assert len(set(np.round(values, 6))) == len(FGAN)
+    assert all(v > 0 for v in values)
+
+
+@pytest.mark.parametrize("name", FGAN)
+def test_fgan_matches_naive_float64_formulas(name):
+    loss = losses.get(name)
+    d_ref, g_ref = _fgan_reference(name)
+    np.testing.assert_allclose(loss.discriminator(REAL, FAKE), d_ref(REAL, FAKE), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(loss.generator(FAKE), g_ref(FAKE), rtol=1e-5, atol=1e-5)
+
+
+def test_fgan_table_conjugate_of_activation_is_the_composition():
+    v = np.linspace(-4.0, 4.0, 17)
+    for div in losses.F_DIVERGENCES:
+        ref = FGAN_TABLE[f"fgan_{div.name}"]
+        np.testing.assert_allclose(div.activation(v), ref["g"](v), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(div.conjugate_of_activation(v), ref["conj"](ref["g"](v)), rtol=1e-5, atol=1e-5)
+        for text in (div.f, div.conjugate, div.activation_formula, div.optimal_critic):
+            assert isinstance(text, str) and text
+
+
+def test_fgan_js_is_the_gan_loss_shifted_by_log_2():
+    # −g(v) = softplus(−v) − log 2 and f*(g(v)) = softplus(v) − log 2: BCE − 2·log 2; generator: the
+    # non-saturating loss − log 2.
+    fgan, ns = losses.get("fgan_js"), losses.get("non_saturating")
+    np.testing.assert_allclose(fgan.discriminator(REAL, FAKE), ns.discriminator(REAL, FAKE) - 2 * np.log(2), rtol=1e-6)
+    np.testing.assert_allclose(fgan.generator(FAKE), ns.generator(FAKE) - np.log(2), rtol=1e-6)
+
+
+def test_fgan_stable_at_large_logits():
+    # The JS conjugate composed naively, −log(2 − exp(g(v))), is inf at v = 30 in float32 (2·sigmoid(30) = 2).
+    big = jnp.array([100.0, -100.0])
+    js = losses.get("fgan_js")
+    np.testing.assert_allclose(js.discriminator(big, big), (100 + 100 - 4 * np.log(2)) / 2, rtol=1e-6)
+    moderate = jnp.array([30.0, -30.0])
+    for name in FGAN:
+        loss = losses.get(name)
+        values = (loss.discriminator(moderate, moderate), loss.generator(moderate))
+        grads = (*jax.grad(loss.discriminator, argnums=(0, 1))(moderate, moderate), jax.grad(loss.generator)(moderate))
+        for x in (*values, *grads):
+            assert np.all(np.isfinite(x)), (name, x)
+
+
+@pytest.mark.parametrize("name", FGAN)
+def test_fgan_jit_grad_vmap(name):
+    loss = losses.get(name)
+    d_ref, g_ref = _fgan_reference(name)
+    # jit, column logits.
+    np.testing.assert_allclose(jax.jit(loss.discriminator)(REAL[:, None], FAKE[:, None]), d_ref(REAL, FAKE), rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(loss.generator)(FAKE[:, None]), g_ref(FAKE), rtol=1e-5)
+    # grad against central differences of the naive float64 formulas.
+    eps = 1e-5
+    for arg, (fn, args) in enumerate([(d_ref, (REAL, FAKE)), (d_ref, (REAL, FAKE))]):
+        x = np.asarray(args[arg], np.float64)
+        num = np.array(
+            [
+                (fn(*[(x + eps * e) if i == arg else a for i, a in enumerate(args)])
+                 - fn(*[(x - eps * e) if i == arg else a for i, a in enumerate(args)])) / (2 * eps)
+                for e in np.eye(x.size)
+            ]
+        )
+        grad = jax.jit(jax.grad(loss.discriminator, argnums=arg))(REAL, FAKE)
+        np.testing.assert_allclose(grad, num, rtol=1e-4, atol=1e-6)
+    x = np.asarray(FAKE, np.float64)
+    num = np.array([(g_ref(x + eps * e) - g_ref(x - eps * e)) / (2 * eps) for e in np.eye(x.size)])
+    np.testing.assert_allclose(jax.grad(loss.generator)(FAKE), num, rtol=1e-4, atol=1e-6)
+    # vmap over stacked batches.
+    real = np.stack([REAL, REAL[::-1] * 0.5, -REAL])
+    fake = np.stack([FAKE[:4], FAKE[1:] - 1, FAKE[:4] * 0.5])
+    np.testing.assert_allclose(
+        jax.vmap(loss.discriminator)(real, fake), [d_ref(r, f) for r, f in zip(real, fake)], rtol=1e-5
+    )
+    np.testing.assert_allclose(jax.vmap(loss.generator)(fake), [g_ref(f) for f in fake], rtol=1e-5)
+
+
+def test_unknown_name_lists_fgan_names():
+    with pytest.raises(ValueError, match="'fgan_tv'.*valid names: .*" + r".*".join(FGAN)):
+        losses.get("fgan_tv")
