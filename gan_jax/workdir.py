@@ -1,0 +1,271 @@
+"""The run folder (--workdir): created with a marker, refused when it holds someone else's files, one writer at a time.
+
+A training run calls, on every process, after `jax.distributed` is initialised (multi-host):
+
+    path = workdir.prepare(flag_value)   # create it, or check it is a gan_jax run folder
+    lock = workdir.acquire(path)         # process 0 takes the OS lock; a second run fails at once
+    try: ... train, Checkpointer(path, cfg, lock=lock) ...
+    finally: lock.release()
+
+- Marker: `<workdir>/.gan_jax_workdir` (JSON: toolkit version, creation time, host) is written when the folder is
+  created or found empty. An existing folder with files but no marker is refused and nothing is written in it.
+- Lock: `fcntl.flock` on `<workdir>/.gan_jax.lock`, held open for the run. The kernel drops it when the holder
+  exits or is killed (no stale locks). The file names the holder (pid, host, start time); a second acquirer
+  fails at once with `WorkdirLockedError` naming it. flock works across machines on NFSv4 (Linux emulates it
+  with POSIX byte-range locks since 2.6.12); on file systems without lock support (some Lustre mounts) it
+  fails with an error naming the folder.
+- Multi-process: only process 0 (`is_writer`, default `jax.process_index() == 0`) writes the marker and holds
+  the lock; the others take the same decision as process 0 (its outcome is broadcast), so all of them either
+  continue or raise together. Call both after `jax.distributed.initialize` (they query the process index and
+  count, which starts JAX's backend).
+- The lock belongs to the open file: a child made by fork() (not exec) inherits it and keeps it until it exits.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+from typing import Any, Optional
+
+MARKER = ".gan_jax_workdir"
+LOCK_FILE = ".gan_jax.lock"
+CHECKPOINTS = "checkpoints"
+
+
+class WorkdirError(ValueError):
+    """The workdir cannot be used: a file, not writable, or a folder that gan_jax did not create."""
+
+
+class WorkdirLockedError(WorkdirError):
+    """Another live process holds the workdir's lock."""
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def _default_is_writer(is_writer: Optional[bool]) -> bool:
+    if is_writer is not None:
+        return is_writer
+    import jax
+
+    return jax.process_index() == 0
+
+
+def _agree(ok: bool, is_writer: bool) -> bool:
+    """Process 0's `ok` on every process (a collective when there are several processes), else `ok`."""
+    if "jax" not in sys.modules:
+        return ok  # jax not even imported: one process, and its backend stays uninitialised
+    import jax
+
+    if jax.process_count() == 1:
+        return ok
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    flag = multihost_utils.broadcast_one_to_all(np.int32(1 if ok else 0), is_source=is_writer)
+    return bool(int(flag))
+
+
+def _marker_content() -> dict[str, Any]:
+    from gan_jax import __version__
+
+    return {"created_by": "gan_jax", "version": __version__, "created": _now(), "host": socket.gethostname()}
+
+
+def _write_marker(path: str) -> None:
+    tmp = os.path.join(path, f"{MARKER}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(_marker_content(), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, os.path.join(path, MARKER))
+    except OSError as err:
+        _remove_quietly(tmp)
+        raise WorkdirError(f"--workdir {path} is not writable ({err.strerror}): choose a folder you can "
+                           "write to") from err
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _check_and_create(path: str) -> None:
+    """The writer's part of `prepare`: checks, then creates the folder and/or its marker."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise WorkdirError(f"--workdir {path} is a file, not a folder: choose another path")
+    if not os.path.exists(path):
+        ancestor = os.path.dirname(path)
+        while not os.path.exists(ancestor):
+            ancestor = os.path.dirname(ancestor)
+        if not os.path.isdir(ancestor):
+            raise WorkdirError(f"--workdir {path} cannot be created: {ancestor} is a file, not a folder")
+        try:
+            os.makedirs(path)
+        except FileExistsError:
+            pass  # created concurrently; checked below like any existing folder
+        except OSError as err:
+            raise WorkdirError(f"--workdir {path} cannot be created ({err.strerror} in {ancestor}): "
+                               "choose a folder you can write to") from err
+        else:
+            _write_marker(path)
+            return
+    try:
+        entries = sorted(os.listdir(path))
+    except OSError as err:
+        raise WorkdirError(f"--workdir {path} cannot be read ({err.strerror})") from err
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise WorkdirError(f"--workdir {path} is not writable: choose a folder you can write to, "
+                           "or fix its permissions")
+    if MARKER in entries:
+        checkpoints = os.path.join(path, CHECKPOINTS)
+        if os.path.lexists(checkpoints) and not os.path.isdir(checkpoints):
+            raise WorkdirError(f"{checkpoints} is a file, not a folder: gan_jax keeps its checkpoints there; "
+                               "move the file away or choose another --workdir")
+        return
+    if not entries:
+        _write_marker(path)
+        return
+    shown = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)" if len(entries) > 5 else "")
+    raise WorkdirError(
+        f"--workdir {path} is not empty and was not created by gan_jax (no {MARKER} in it; it holds {shown}). "
+        "Choose a new or empty folder; nothing was written. If it is a run folder of an older gan_jax, mark it "
+        f"once with: python -c \"from gan_jax import workdir; workdir.mark('{path}')\"")
+
+
+def prepare(workdir: str, *, is_writer: Optional[bool] = None) -> str:
+    """Creates `workdir` (+ marker) or checks it is a gan_jax run folder; returns its absolute path; else WorkdirError.
+
+    `is_writer` (default: `jax.process_index() == 0`): the one process that creates and writes. With several
+    processes this is a collective: every process calls it, and all raise when process 0 refuses.
+    """
+    path = os.path.abspath(workdir)
+    is_writer = _default_is_writer(is_writer)
+    error: Optional[WorkdirError] = None
+    if is_writer:
+        try:
+            _check_and_create(path)
+        except WorkdirError as err:
+            error = err
+    if not _agree(error is None, is_writer):
+        raise error or WorkdirError(f"--workdir {path} was refused by process 0 (its error says why)")
+    return path
+
+
+def mark(workdir: str) -> str:
+    """Writes the marker into an existing folder (adopting a run folder of an older gan_jax); returns its path."""
+    path = os.path.abspath(workdir)
+    if not os.path.isdir(path):
+        raise WorkdirError(f"{path} is not an existing folder")
+    if not os.path.exists(os.path.join(path, MARKER)):
+        _write_marker(path)
+    return path
+
+
+def read_holder(workdir: str) -> Optional[dict[str, Any]]:
+    """What the lock file says about its last holder (pid, host, started), or None if absent or unreadable."""
+    try:
+        with open(os.path.join(os.path.abspath(workdir), LOCK_FILE)) as f:
+            return json.loads(f.read() or "null")
+    except (OSError, ValueError):
+        return None
+
+
+class WorkdirLock:
+    """The exclusive lock on one workdir; `held` is False on processes other than the writer."""
+
+    def __init__(self, workdir: str, fd: Optional[int]):
+        self.workdir = workdir
+        self.path = os.path.join(workdir, LOCK_FILE)
+        self._fd = fd
+
+    @property
+    def held(self) -> bool:
+        """True while this process holds the lock."""
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Clears the holder record and releases the lock (idempotent; the kernel also releases it at exit)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)  # closing the last descriptor of the open file releases the flock
+
+    def __enter__(self) -> "WorkdirLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"WorkdirLock({self.workdir!r}, held={self.held})"
+
+
+def _describe(holder: Optional[dict[str, Any]]) -> str:
+    if not holder:
+        return "a process that has not yet written its name"
+    return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, "
+            f"running since {holder.get('started', '?')}")
+
+
+def _lock(path: str) -> int:
+    lock_path = os.path.join(path, LOCK_FILE)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        raise WorkdirError(f"cannot open the lock file {lock_path} ({err.strerror}): --workdir {path} must be a "
+                           "writable folder prepared with gan_jax.workdir.prepare") from err
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        os.close(fd)
+        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise WorkdirLockedError(
+                f"--workdir {path} is in use by another gan_jax run: {_describe(read_holder(path))} "
+                f"(lock file {lock_path}). Wait for that run to finish or stop it, or choose another --workdir; "
+                "the lock is released automatically when that process exits.") from err
+        raise WorkdirError(f"cannot lock {lock_path} ({err.strerror}): the file system of --workdir {path} "
+                           "does not support flock; choose a folder on a local disk or NFSv4") from err
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+    except OSError as err:
+        os.close(fd)
+        raise WorkdirError(f"cannot write the lock file {lock_path} ({err.strerror})") from err
+    return fd
+
+
+def acquire(workdir: str, *, is_writer: Optional[bool] = None) -> WorkdirLock:
+    """Takes the workdir's exclusive lock (non-blocking) on the writer process; WorkdirLockedError names the holder.
+
+    `is_writer` as in `prepare`. Non-writers get a lock object with `held == False`; with several processes all
+    raise when process 0 cannot take the lock. Release with `lock.release()` or a `with` block.
+    """
+    path = os.path.abspath(workdir)
+    is_writer = _default_is_writer(is_writer)
+    error: Optional[WorkdirError] = None
+    fd = None
+    if is_writer:
+        try:
+            fd = _lock(path)
+        except WorkdirError as err:
+            error = err
+    lock = WorkdirLock(path, fd)
+    if not _agree(error is None, is_writer):
+        lock.release()
+        raise error or WorkdirLockedError(f"--workdir {path}: process 0 could not take its lock (its error says why)")
+    return lock

@@ -1,0 +1,203 @@
+"""gan_jax.workdir: the run folder's marker and its one-writer lock, with real files and real second processes."""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from gan_jax import __version__, workdir
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A second process that takes the lock, says so, and holds it until its stdin closes.
+_HOLDER = """
+import sys
+from gan_jax import workdir
+lock = workdir.acquire(sys.argv[1], is_writer=True)
+print("locked", flush=True)
+sys.stdin.read()
+lock.release()
+"""
+
+
+def _tree(directory):
+    """{relative path: sha256 of content, or 'dir'} of everything under `directory` (itself included)."""
+    out = {".": "dir"}
+    for root, dirs, files in os.walk(directory):
+        for name in dirs:
+            out[os.path.relpath(os.path.join(root, name), directory)] = "dir"
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def _start_holder(path):
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path)], cwd=REPO, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.strip() == "locked", proc.stderr.read()
+    return proc
+
+
+def test_missing_folder_is_created_with_a_marker(tmp_path):
+    path = workdir.prepare(str(tmp_path / "a" / "run"), is_writer=True)
+    assert path == str(tmp_path / "a" / "run")
+    with open(os.path.join(path, workdir.MARKER)) as f:
+        marker = json.load(f)
+    assert marker["created_by"] == "gan_jax" and marker["version"] == __version__ and marker["created"]
+    assert sorted(os.listdir(path)) == [workdir.MARKER]
+
+
+def test_empty_folder_gets_a_marker_and_a_marked_one_is_accepted_unchanged(tmp_path):
+    workdir.prepare(str(tmp_path), is_writer=True)
+    assert os.listdir(tmp_path) == [workdir.MARKER]
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    before = _tree(tmp_path)
+    assert workdir.prepare(str(tmp_path), is_writer=True) == str(tmp_path)
+    assert _tree(tmp_path) == before
+
+
+def test_foreign_non_empty_folder_is_refused_and_nothing_written(tmp_path):
+    (tmp_path / "thesis.tex").write_text("years of work")
+    (tmp_path / "data").mkdir()
+    before = _tree(tmp_path)
+    with pytest.raises(workdir.WorkdirError, match=rf"{tmp_path} is not empty and was not created by gan_jax"
+                                                   r".*thesis\.tex.*nothing was written"):
+        workdir.prepare(str(tmp_path), is_writer=True)
+    assert _tree(tmp_path) == before
+    workdir.mark(str(tmp_path))  # the explicit adoption the message offers
+    workdir.prepare(str(tmp_path), is_writer=True)
+
+
+def test_non_writer_writes_nothing(tmp_path):
+    path = tmp_path / "run"
+    assert workdir.prepare(str(path), is_writer=False) == str(path)
+    lock = workdir.acquire(str(tmp_path), is_writer=False)
+    assert not lock.held
+    lock.release()
+    assert not path.exists() and os.listdir(tmp_path) == []
+
+
+def test_workdir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "run").write_text("x")
+    before = _tree(tmp_path)
+    with pytest.raises(workdir.WorkdirError, match=r"run is a file, not a folder"):
+        workdir.prepare(str(tmp_path / "run"), is_writer=True)
+    with pytest.raises(workdir.WorkdirError, match=r"run is a file, not a folder"):
+        workdir.prepare(str(tmp_path / "run" / "deeper" / "run2"), is_writer=True)
+    assert _tree(tmp_path) == before
+
+
+def test_parent_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "parent").write_text("x")
+    before = _tree(tmp_path)
+    with pytest.raises(workdir.WorkdirError, match=rf"cannot be created: {tmp_path}/parent is a file"):
+        workdir.prepare(str(tmp_path / "parent" / "run"), is_writer=True)
+    assert _tree(tmp_path) == before
+
+
+def test_checkpoints_that_is_a_file_is_refused(tmp_path):
+    workdir.prepare(str(tmp_path), is_writer=True)
+    (tmp_path / "checkpoints").write_text("x")
+    before = _tree(tmp_path)
+    with pytest.raises(workdir.WorkdirError, match=r"checkpoints is a file, not a folder"):
+        workdir.prepare(str(tmp_path), is_writer=True)
+    assert _tree(tmp_path) == before
+
+
+def _prepare_read_only(ro_dir, target):
+    """(exit code, output) of workdir.prepare(target) in a subprocess that cannot write to `ro_dir`.
+
+    As root (permissions do not bind root) `ro_dir` is made a read-only bind mount inside a private mount
+    namespace of the subprocess (nothing outside it sees the mount); otherwise it is chmod 555 meanwhile.
+    """
+    code = ("import sys\nfrom gan_jax import workdir\ntry:\n    workdir.prepare(sys.argv[1], is_writer=True)\n"
+            "except workdir.WorkdirError as e:\n    print(e)\n    sys.exit(3)\n")
+    if os.geteuid() == 0:
+        if shutil.which("unshare") is None:
+            pytest.skip("running as root without unshare(1): no way to make a folder read-only")
+        script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" || exit 97; exec "$2" -c "$3" "$4"'
+        proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", ro_dir,
+                               sys.executable, code, target], cwd=REPO, capture_output=True, text=True)
+        if proc.returncode == 97:
+            pytest.skip(f"running as root and cannot make a read-only bind mount: {proc.stderr.strip()}")
+    else:
+        os.chmod(ro_dir, 0o555)
+        try:
+            proc = subprocess.run([sys.executable, "-c", code, target], cwd=REPO, capture_output=True, text=True)
+        finally:
+            os.chmod(ro_dir, 0o755)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("case", ["empty", "marked", "missing_child"])
+def test_read_only_folder_is_refused_in_one_line(tmp_path, case):
+    ro = str(tmp_path / "ro")
+    os.mkdir(ro)
+    if case == "marked":
+        workdir.prepare(ro, is_writer=True)
+    before = _tree(ro)
+    target = os.path.join(ro, "run") if case == "missing_child" else ro
+    rc, out = _prepare_read_only(ro, target)
+    assert rc == 3, out
+    assert out.count("\n") == 1 and target in out
+    assert ("cannot be created (" in out) if case == "missing_child" else ("is not writable" in out)
+    assert _tree(ro) == before
+
+
+def test_second_process_is_refused_while_the_first_holds_the_lock(tmp_path):
+    workdir.prepare(str(tmp_path), is_writer=True)
+    holder = _start_holder(tmp_path)
+    try:
+        with pytest.raises(workdir.WorkdirLockedError,
+                           match=rf"in use by another gan_jax run: pid {holder.pid} on host "
+                                 rf"{socket.gethostname()}, running since .*Wait for that run"):
+            workdir.acquire(str(tmp_path), is_writer=True)
+        # a third, separate process is refused too
+        third = subprocess.run([sys.executable, "-c", _HOLDER, str(tmp_path)], cwd=REPO, capture_output=True,
+                               text=True, stdin=subprocess.DEVNULL)
+        assert third.returncode != 0 and "WorkdirLockedError" in third.stderr and str(holder.pid) in third.stderr
+    finally:
+        holder.stdin.close()
+        assert holder.wait() == 0
+    with workdir.acquire(str(tmp_path), is_writer=True) as lock:  # released by the holder: free again
+        assert lock.held and workdir.read_holder(str(tmp_path))["pid"] == os.getpid()
+    assert workdir.read_holder(str(tmp_path)) is None  # cleared on release
+
+
+def test_killed_holder_leaves_no_stale_lock(tmp_path):
+    workdir.prepare(str(tmp_path), is_writer=True)
+    holder = _start_holder(tmp_path)
+    assert workdir.read_holder(str(tmp_path))["pid"] == holder.pid
+    holder.send_signal(signal.SIGKILL)
+    assert holder.wait() == -signal.SIGKILL
+    lock = workdir.acquire(str(tmp_path), is_writer=True)
+    try:
+        assert lock.held
+        assert workdir.read_holder(str(tmp_path))["pid"] == os.getpid()
+        with pytest.raises(workdir.WorkdirLockedError, match=rf"pid {os.getpid()}"):
+            workdir.acquire(str(tmp_path), is_writer=True)  # a second open file in this process is refused too
+    finally:
+        lock.release()
+    lock.release()  # idempotent
+
+
+def test_lock_does_not_leak_into_child_processes(tmp_path):
+    workdir.prepare(str(tmp_path), is_writer=True)
+    lock = workdir.acquire(str(tmp_path), is_writer=True)
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        lock.release()
+        workdir.acquire(str(tmp_path), is_writer=True).release()  # the running child does not keep it
+    finally:
+        child.stdin.close()
+        child.wait()
