@@ -20,7 +20,11 @@ STRUCTURAL_KEYS = (
     "model",
     "optim.generator.name",
     "optim.critic.name",
+    "optim.generator.schedule",  # a schedule adds a step count to the optimizer state
+    "optim.critic.schedule",
     "loss.clip_value",
+    "loss.pack",  # the critic's input width
+    "train.ema_decay",  # 0 = no EMA parameters in the state
 )
 
 
@@ -46,6 +50,9 @@ def base_config() -> ml_collections.ConfigDict:
     cfg.model.base_width = 64
     cfg.model.spectral_norm = False
     cfg.model.batch_norm = False
+    # Compute dtype of the layers ("float32", "bfloat16", "float16"); parameters, optimizer states, losses
+    # and penalties stay float32 (mixed precision for accelerators).
+    cfg.model.dtype = "float32"
 
     cfg.loss = ml_collections.ConfigDict()
     cfg.loss.name = "wasserstein"  # see gan_jax.losses.names()
@@ -54,19 +61,33 @@ def base_config() -> ml_collections.ConfigDict:
     cfg.loss.clip_value = 0.0  # > 0: WGAN weight clipping of the critic to [-c, c]
     cfg.loss.n_critic = 5  # critic updates per generator update
     cfg.loss.unroll_steps = 0  # unrolled GAN (Metz et al. 2016): k differentiable critic updates
+    # PacGAN (Lin et al. 2018): the critic scores packs of m samples of one kind concatenated along the last
+    # axis ((B, d) -> (B/m, m·d); images along channels). 1 = off; must divide the (per-device) batch.
+    cfg.loss.pack = 1
 
     cfg.optim = ml_collections.ConfigDict()
     for role in ("generator", "critic"):
         opt = ml_collections.ConfigDict()
         opt.name = "adam"  # "adam" | "rmsprop" | "sgd"
         opt.learning_rate = 1e-4
-        opt.b1 = 0.5
+        opt.b1 = 0.5  # adam only (another optimizer with b1/b2 changed is an error)
         opt.b2 = 0.9
+        # Learning rate over generator steps, for both roles (the critic's n_critic updates of one generator
+        # step share its rate): "constant" | "step" (× decay_factor at each of `boundaries`) | "cosine" (from
+        # learning_rate to alpha·learning_rate over decay_steps, then constant). gan_jax.train.learning_rate_schedule.
+        opt.schedule = "constant"
+        opt.boundaries = ()  # step: increasing generator steps, e.g. (2250,)
+        opt.decay_factor = 0.1  # step
+        opt.decay_steps = 0  # cosine: > 0
+        opt.alpha = 0.0  # cosine
         cfg.optim[role] = opt
 
     cfg.train = ml_collections.ConfigDict()
     cfg.train.steps = 2000  # generator updates
     cfg.train.steps_per_call = 10  # K generator steps fused into one jitted call
+    # Generator EMA (Yazıcı et al. 2019): β of a debiased exponential moving average of the generator's
+    # parameters, kept in the state; samples, figures and metrics use it (gan_jax.train.sampling_params). 0 = off.
+    cfg.train.ema_decay = 0.0
     # Unroll the n_critic (and unrolled-GAN) loops into straight-line code. XLA:CPU runs convolutions
     # inside a while loop 5-7x slower than outside one (measured, jax 0.10); costs compile time.
     cfg.train.unroll_loops = False
@@ -80,8 +101,15 @@ def base_config() -> ml_collections.ConfigDict:
     cfg.train.eval_samples = 2500
 
     cfg.parallel = ml_collections.ConfigDict()
-    cfg.parallel.distributed = False  # call jax.distributed.initialize() (multi-host)
-    cfg.parallel.num_devices = 0  # 0 = all local devices
+    cfg.parallel.num_devices = 0  # 0 = all devices (of all processes)
+    # Several processes (one per host): setting these three starts one (gan_jax.parallel.initialize_distributed).
+    cfg.parallel.coordinator_address = ""  # HOST:PORT of process 0, e.g. "10.0.0.1:1234"
+    cfg.parallel.num_processes = 0  # 0 = one process
+    cfg.parallel.process_id = -1  # this process's rank, 0..num_processes-1
+    # True with the three above unset: JAX_COORDINATOR_ADDRESS/_NUM_PROCESSES/_PROCESS_ID, else JAX's
+    # cluster detection (Cloud TPU, SLURM).
+    cfg.parallel.distributed = False
+    cfg.parallel.init_timeout_s = 300  # give up (one error line, exit 2) if the processes have not met by then
     return cfg
 
 
@@ -91,10 +119,25 @@ def _fail(field: str, value: Any, allowed: str) -> None:
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
     """Checks values that do not depend on other modules' registries; raises ValueError naming the field."""
+    import math
+
+    def numbers(node: Any, prefix: str = ""):
+        for key, value in node.items():
+            if isinstance(value, (ml_collections.ConfigDict, dict)):
+                yield from numbers(value, f"{prefix}{key}.")
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                yield f"{prefix}{key}", value
+
+    def finite_at_least(field: str, value: Any, low: float, allowed: str) -> None:
+        if not (math.isfinite(value) and value >= low):
+            _fail(field, value, allowed)
+
     t = cfg.train
     for field in ("steps", "steps_per_call", "log_every", "checkpoint_every", "max_to_keep"):
         if int(t[field]) <= 0:
             _fail(f"train.{field}", t[field], "must be a positive integer")
+    if t.steps >= 2**31 - 1:
+        _fail("train.steps", t.steps, f"must be < 2**31 - 1 = {2**31 - 1} (the step counter is int32)")
     for field in ("log_every", "checkpoint_every"):
         if t[field] % t.steps_per_call:
             _fail(f"train.{field}", t[field],
@@ -104,21 +147,36 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         _fail("train.cpu_matmuls", t.cpu_matmuls, f"must be one of {sorted(CPU_MATMULS)}")
     if t.sample_every < 0:
         _fail("train.sample_every", t.sample_every, "must be >= 0 (0 = only at the end)")
+    # The evaluation generates all samples in one call; image metrics (Fréchet distance) need a covariance.
+    images = cfg.model.kind == "conv"
+    low, high = (2, 50_000) if images else (1, 1_000_000)
+    if not low <= t.eval_samples <= high:
+        _fail("train.eval_samples", t.eval_samples,
+              f"must be in [{low}, {high:,}] for {'image' if images else 'toy'} data "
+              f"({'the Fréchet distance needs >= 2 samples; ' if images else ''}all are generated and scored "
+              "in one batch)")
     if cfg.data.batch_size <= 0:
         _fail("data.batch_size", cfg.data.batch_size, "must be a positive integer")
     if cfg.loss.n_critic < 1:
         _fail("loss.n_critic", cfg.loss.n_critic, "must be >= 1")
     if cfg.loss.unroll_steps < 0:
         _fail("loss.unroll_steps", cfg.loss.unroll_steps, "must be >= 0 (0 = no unrolling)")
-    if cfg.loss.penalty_weight < 0:
-        _fail("loss.penalty_weight", cfg.loss.penalty_weight, "must be >= 0")
-    if cfg.loss.clip_value < 0:
-        _fail("loss.clip_value", cfg.loss.clip_value, "must be >= 0 (0 = no clipping)")
+    finite_at_least("loss.penalty_weight", cfg.loss.penalty_weight, 0, "must be a finite number >= 0")
+    finite_at_least("loss.clip_value", cfg.loss.clip_value, 0, "must be a finite number >= 0 (0 = no clipping)")
     for role in ("generator", "critic"):
-        if cfg.optim[role].learning_rate <= 0:
-            _fail(f"optim.{role}.learning_rate", cfg.optim[role].learning_rate, "must be > 0")
+        opt = cfg.optim[role]
+        lr = opt.learning_rate
+        if not (math.isfinite(lr) and lr > 0):
+            _fail(f"optim.{role}.learning_rate", lr, "must be a finite number > 0")
+        for beta in ("b1", "b2"):
+            value = opt.get(beta, 0.0)
+            if not 0 <= value < 1:  # False for NaN
+                _fail(f"optim.{role}.{beta}", value, "must be in [0, 1) (a moving-average decay)")
     if cfg.model.latent_dim <= 0:
         _fail("model.latent_dim", cfg.model.latent_dim, "must be a positive integer")
+    for field, value in numbers(cfg):
+        if isinstance(value, float) and math.isnan(value):
+            _fail(field, value, "must be a number, not NaN")
 
 
 def structural_differences(saved: dict, current: dict) -> list[str]:

@@ -10,6 +10,15 @@ uninterrupted trajectory bit for bit. `K = train.steps_per_call` generator steps
 their random inputs drawn together (vectorised over the step index: the same numbers as K single draws).
 A step whose losses or new parameters are not finite leaves the state unchanged and sets
 `metrics["nonfinite"]`, so a NaN never reaches the state or a checkpoint.
+
+Config choices read here besides the loss, penalty and model:
+- `train.ema_decay` = β > 0 keeps a debiased exponential moving average of the generator parameters in the
+  state (Yazıcı et al. 2019); `sampling_params(state)` is what to sample, plot and evaluate with.
+- `loss.pack` = m > 1: PacGAN (Lin et al. 2018): the critic scores packs of m samples of one kind
+  concatenated along the last (feature / channel) axis (`pack_samples`).
+- `optim.<role>.schedule`: the learning rate as a function of the generator step for both roles
+  (`learning_rate_schedule`); the critic, updated n_critic times per generator step, uses the value of
+  its generator step for all of them.
 """
 
 from __future__ import annotations
@@ -23,8 +32,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from gan_jax import config as config_lib
 from gan_jax import losses, models, penalties
 from gan_jax.data import DataSource
 from gan_jax.parallel import DATA_AXIS, DEFAULT_CPU_MATMULS, check_batch_divisible, compiler_options, replicated
@@ -43,25 +53,149 @@ class TrainState:
     generator_opt_state: PyTree
     critic_opt_state: PyTree
     key: jax.Array  # the run's key; step t draws from fold_in(key, t)
+    # Debiased EMA of generator_params when train.ema_decay > 0 (sampling_params), else None (nothing saved).
+    generator_ema_params: PyTree = None
 
 
-# eps_root > 0 keeps sqrt(ν) differentiable at ν = 0, needed when updates are differentiated (unrolling).
-_OPTIMIZERS: dict[str, Callable[[ml_collections.ConfigDict, float], optax.GradientTransformation]] = {
-    "adam": lambda c, eps_root: optax.adam(c.learning_rate, b1=c.b1, b2=c.b2, eps_root=eps_root),
-    "rmsprop": lambda c, eps_root: optax.rmsprop(c.learning_rate, eps_in_sqrt=eps_root > 0),
-    "sgd": lambda c, eps_root: optax.sgd(c.learning_rate),
+def sampling_params(state: TrainState) -> PyTree:
+    """The generator parameters to sample with: the EMA ones when train.ema_decay > 0, else the raw ones."""
+    return state.generator_params if state.generator_ema_params is None else state.generator_ema_params
+
+
+def _ema_decay(cfg: ml_collections.ConfigDict) -> float:
+    decay = float(cfg.train.get("ema_decay", 0.0))
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"config.train.ema_decay={decay!r} is invalid: must be in [0, 1) (0 = no generator EMA)")
+    return decay
+
+
+def ema_update(ema_params: PyTree, params: PyTree, step: jax.Array, decay: float) -> PyTree:
+    """ē_t = ē_{t−1} + s_t·(θ_t − ē_{t−1}), s_t = (1−β)/(1−β^t): ē_t = Σ_{k≤t} (1−β)β^{t−k}θ_k / (1−β^t).
+
+    The debiased EMA of optax.ema(β, debias=True), kept as its debiased value; `step` = t ≥ 1 counts the
+    parameters averaged so far, so s_1 = 1 and θ_0 (the initialisation) gets no weight.
+    """
+    step_size = (1.0 - decay) / (1.0 - jnp.power(jnp.float32(decay), step.astype(jnp.float32)))
+    return optax.incremental_update(params, ema_params, step_size)
+
+
+def pack_samples(x: jax.Array, pack: int) -> jax.Array:
+    """(B, *dims) → (B/m, *dims[:-1], m·dims[-1]): rows m·i … m·i+m−1 concatenated along the last axis.
+
+    PacGAN packing: flat samples (B, d) become (B/m, m·d); images (B, H, W, C) become (B/m, H, W, m·C).
+    """
+    if pack == 1:
+        return x
+    if x.shape[0] % pack:
+        raise ValueError(f"a batch of {x.shape[0]} samples cannot be split into packs of m={pack} samples")
+    grouped = x.reshape(x.shape[0] // pack, pack, *x.shape[1:])
+    return jnp.moveaxis(grouped, 1, -2).reshape(x.shape[0] // pack, *x.shape[1:-1], pack * x.shape[-1])
+
+
+def packed_shape(data_shape: tuple[int, ...], pack: int) -> tuple[int, ...]:
+    """The critic's per-example input shape for packs of `pack` samples: (*dims[:-1], pack·dims[-1])."""
+    return (*data_shape[:-1], pack * data_shape[-1])
+
+
+def _pack_size(cfg: ml_collections.ConfigDict) -> int:
+    """loss.pack, checked: ≥ 1 and dividing data.batch_size."""
+    pack = cfg.loss.get("pack", 1)
+    if not (isinstance(pack, int) and pack >= 1):
+        raise ValueError(f"config.loss.pack={pack!r} is invalid: must be an integer >= 1 (1 = no packing)")
+    if cfg.data.batch_size % pack:
+        raise ValueError(f"config.data.batch_size={cfg.data.batch_size} is not divisible by config.loss.pack={pack}: "
+                         "the critic scores packs of loss.pack samples of one kind")
+    return pack
+
+
+# Learning rates as functions of the generator step: name -> (schedule of opt_cfg, the fields it reads).
+_SCHEDULES: dict[str, tuple[Callable[[ml_collections.ConfigDict], optax.Schedule], tuple[str, ...]]] = {
+    # η_t = η
+    "constant": (lambda c: optax.constant_schedule(c.learning_rate), ()),
+    # η_t = η · decay_factor^#{b ∈ boundaries : t ≥ b}
+    "step": (lambda c: optax.piecewise_constant_schedule(
+        c.learning_rate, {int(b): c.decay_factor for b in c.boundaries}), ("boundaries", "decay_factor")),
+    # η_t = η · (α + (1 − α)·½(1 + cos(π·min(t, T)/T))), T = decay_steps
+    "cosine": (lambda c: optax.cosine_decay_schedule(c.learning_rate, c.decay_steps, c.alpha),
+               ("decay_steps", "alpha")),
+}
+
+# name -> (optimizer of (opt_cfg, learning rate or schedule, eps_root), the fields besides name, learning_rate
+# and the schedule's that it reads). eps_root > 0 keeps sqrt(ν) differentiable at ν = 0, needed when updates
+# are differentiated (unrolling).
+_OPTIMIZERS: dict[str, tuple[Callable[[ml_collections.ConfigDict, optax.ScalarOrSchedule, float],
+                                      optax.GradientTransformation], tuple[str, ...]]] = {
+    "adam": (lambda c, lr, eps_root: optax.adam(lr, b1=c.b1, b2=c.b2, eps_root=eps_root), ("b1", "b2")),
+    "rmsprop": (lambda c, lr, eps_root: optax.rmsprop(lr, eps_in_sqrt=eps_root > 0), ()),
+    "sgd": (lambda c, lr, eps_root: optax.sgd(lr), ()),
 }
 
 
-def make_optimizer(opt_cfg: ml_collections.ConfigDict, clip_value: float = 0.0,
-                   differentiable: bool = False) -> optax.GradientTransformation:
-    """The optax optimizer named by `opt_cfg.name`, followed by weight clipping to [-c, c] when c > 0.
+def _check_schedule_fields(opt_cfg: ml_collections.ConfigDict, path: str) -> None:
+    """ValueError naming the field for a schedule parameter out of its range."""
+    schedule = opt_cfg.get("schedule", "constant")
+    if schedule == "step":
+        boundaries = [int(b) for b in opt_cfg.boundaries]
+        if not boundaries or boundaries[0] < 1 or any(a >= b for a, b in zip(boundaries, boundaries[1:])):
+            raise ValueError(f"config.{path}.boundaries={tuple(opt_cfg.boundaries)!r} is invalid for "
+                             "schedule='step': must be increasing generator steps >= 1, at least one")
+        if not opt_cfg.decay_factor >= 0:
+            raise ValueError(f"config.{path}.decay_factor={opt_cfg.decay_factor!r} is invalid: must be >= 0")
+    elif schedule == "cosine":
+        if not (isinstance(opt_cfg.decay_steps, int) and opt_cfg.decay_steps >= 1):
+            raise ValueError(f"config.{path}.decay_steps={opt_cfg.decay_steps!r} is invalid for schedule='cosine': "
+                             "must be a positive number of generator steps")
+        if not 0.0 <= opt_cfg.alpha <= 1.0:
+            raise ValueError(f"config.{path}.alpha={opt_cfg.alpha!r} is invalid: must be in [0, 1]")
 
-    `differentiable=True` makes the update smooth at zero gradients, so it can be differentiated through.
+
+def _check_unused_fields(opt_cfg: ml_collections.ConfigDict, path: str) -> None:
+    """ValueError for a field that neither the optimizer nor the schedule reads, set away from its default.
+
+    (e.g. b1/b2 with rmsprop or sgd: silently ignoring them would train another optimizer than configured.)
+    """
+    defaults = config_lib.base_config().optim.generator
+    used = {"name", "learning_rate", "schedule",
+            *_OPTIMIZERS[opt_cfg.name][1], *_SCHEDULES[opt_cfg.get("schedule", "constant")][1]}
+    normal = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v
+    for field in defaults.keys():
+        if field not in used and field in opt_cfg and normal(opt_cfg[field]) != normal(defaults[field]):
+            raise ValueError(
+                f"config.{path}.{field}={opt_cfg[field]!r} is not used by optimizer {opt_cfg.name!r} with "
+                f"schedule {opt_cfg.get('schedule', 'constant')!r} (they read: {', '.join(sorted(used))}); "
+                f"leave it at its default {defaults[field]!r}")
+
+
+def learning_rate_schedule(opt_cfg: ml_collections.ConfigDict, path: str = "optim") -> optax.Schedule:
+    """η(t), t = generator step: the schedule `opt_cfg.schedule` ("constant" | "step" | "cosine")."""
+    schedule = opt_cfg.get("schedule", "constant")
+    if schedule not in _SCHEDULES:
+        raise ValueError(f"config.{path}.schedule={schedule!r} is invalid: valid schedules: {sorted(_SCHEDULES)}")
+    _check_schedule_fields(opt_cfg, path)
+    return _SCHEDULES[schedule][0](opt_cfg)
+
+
+def make_optimizer(opt_cfg: ml_collections.ConfigDict, clip_value: float = 0.0, differentiable: bool = False,
+                   *, updates_per_step: int = 1, path: str = "optim") -> optax.GradientTransformation:
+    """The optax optimizer named by `opt_cfg.name` at learning rate η(⌊count / updates_per_step⌋), followed
+    by weight clipping to [-c, c] when c > 0.
+
+    `updates_per_step` (n_critic for the critic) makes the schedule count generator steps: all updates of
+    one generator step use that step's rate. A constant schedule passes the float learning rate (the
+    optimizer state then holds no step count). `differentiable=True` makes the update smooth at zero
+    gradients, so it can be differentiated through. `path` names the config section in error messages.
     """
     if opt_cfg.name not in _OPTIMIZERS:
         raise ValueError(f"unknown optimizer {opt_cfg.name!r}; valid names: {sorted(_OPTIMIZERS)}")
-    opt = _OPTIMIZERS[opt_cfg.name](opt_cfg, 1e-8 if differentiable else 0.0)
+    schedule = learning_rate_schedule(opt_cfg, path)
+    _check_unused_fields(opt_cfg, path)
+    if opt_cfg.get("schedule", "constant") == "constant":
+        learning_rate = opt_cfg.learning_rate
+    elif updates_per_step == 1:
+        learning_rate = schedule
+    else:
+        learning_rate = lambda count: schedule(count // updates_per_step)
+    opt = _OPTIMIZERS[opt_cfg.name][0](opt_cfg, learning_rate, 1e-8 if differentiable else 0.0)
     return optax.chain(opt, penalties.clip_weights(clip_value)) if clip_value > 0 else opt
 
 
@@ -74,29 +208,36 @@ class Engine(NamedTuple):
     critic_opt: optax.GradientTransformation
     loss: losses.AdversarialLoss
     penalty: penalties.Penalty
+    pack: int = 1  # PacGAN: the critic scores packs of this many samples (loss.pack)
 
 
 def make_engine(cfg: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -> Engine:
     """Builds the engine's pieces from `cfg`; raises ValueError on unknown names or incompatible choices."""
     models.check_critic_compatible(cfg.model, cfg.loss.penalty)
+    pack = _pack_size(cfg)
+    _ema_decay(cfg)
     generator, critic = models.build(cfg.model, data_shape)
+    if pack > 1:
+        critic = models.build(cfg.model, packed_shape(data_shape, pack))[1]
     return Engine(
         generator=generator,
         critic=critic,
-        generator_opt=make_optimizer(cfg.optim.generator),
-        critic_opt=make_optimizer(cfg.optim.critic, cfg.loss.clip_value, differentiable=cfg.loss.unroll_steps > 0),
+        generator_opt=make_optimizer(cfg.optim.generator, path="optim.generator"),
+        critic_opt=make_optimizer(cfg.optim.critic, cfg.loss.clip_value, differentiable=cfg.loss.unroll_steps > 0,
+                                  updates_per_step=cfg.loss.n_critic, path="optim.critic"),
         loss=losses.get(cfg.loss.name),
         penalty=penalties.get(cfg.loss.penalty),
+        pack=pack,
     )
 
 
 def create_state(cfg: ml_collections.ConfigDict, engine: Engine, data_shape: tuple[int, ...]) -> TrainState:
-    """Fresh parameters and optimizer states from `cfg.seed`."""
+    """Fresh parameters and optimizer states from `cfg.seed` (the generator EMA starts at the initial parameters)."""
     key = jax.random.key(cfg.seed)
     init_key, run_key = jax.random.split(key)
     g_key, c_key = jax.random.split(init_key)
     z = jnp.zeros((1, cfg.model.latent_dim), jnp.float32)
-    x = jnp.zeros((1, *data_shape), jnp.float32)
+    x = jnp.zeros((1, *packed_shape(data_shape, engine.pack)), jnp.float32)
     g_params = engine.generator.init(g_key, z)["params"]
     c_vars = engine.critic.init(c_key, x, train=False)
     c_params = c_vars["params"]
@@ -109,11 +250,14 @@ def create_state(cfg: ml_collections.ConfigDict, engine: Engine, data_shape: tup
         generator_opt_state=engine.generator_opt.init(g_params),
         critic_opt_state=engine.critic_opt.init(c_params),
         key=run_key,
+        generator_ema_params=jax.tree.map(jnp.copy, g_params) if _ema_decay(cfg) > 0 else None,
     )
 
 
 def _apply_critic(engine: Engine, params: PyTree, state: PyTree, x: jax.Array, train: bool):
-    """Critic logits (n,) and its updated non-trained collections (unchanged when not training)."""
+    """Critic logits (n/m,) of the packs of m = engine.pack samples of x (n, *dims), and its updated
+    non-trained collections (unchanged when not training)."""
+    x = pack_samples(x, engine.pack)
     variables = {"params": params, **state}
     if train and state:
         logits, new_state = engine.critic.apply(variables, x, train=True, mutable=list(state))
@@ -167,14 +311,20 @@ def _local_step(cfg: ml_collections.ConfigDict, engine: Engine, state: TrainStat
     n_critic, unroll = cfg.loss.n_critic, cfg.loss.unroll_steps
     weight = cfg.loss.penalty_weight
     unroll_loops = bool(cfg.train.get("unroll_loops", False))
+    ema_decay, m = _ema_decay(cfg), engine.pack
 
     def critic_objective(c_params, c_state, g_params, real, z, keys):
         fake = engine.generator.apply({"params": g_params}, z)
+        # real and fake are packed apart (this device's batch is a multiple of m): no pack mixes the two.
         logits, new_c_state = _apply_critic(engine, c_params, c_state, jnp.concatenate([real, fake]), True)
         real_logits, fake_logits = jnp.split(logits, 2)
         adversarial = engine.loss.discriminator(real_logits, fake_logits)
-        critic_fn = lambda x: _apply_critic(engine, c_params, new_c_state, x, False)[0]
-        penalty = engine.penalty(critic_fn, real, fake, keys) if weight > 0 else jnp.zeros(())
+        # The penalty sees the packed critic on packed inputs: pack, then interpolate with one u per pack
+        # (drawn from the key of the pack's first sample) — the same as interpolating the unpacked samples
+        # with u shared within each pack and packing the result; norms are over all m·d inputs of a pack.
+        critic_fn = lambda x: engine.critic.apply({"params": c_params, **new_c_state}, x, train=False)
+        penalty = (engine.penalty(critic_fn, pack_samples(real, m), pack_samples(fake, m), keys[::m])
+                   if weight > 0 else jnp.zeros(()))
         return adversarial + weight * penalty, (new_c_state, adversarial, penalty)
 
     def critic_update(g_params, carry, inputs):
@@ -210,9 +360,12 @@ def _local_step(cfg: ml_collections.ConfigDict, engine: Engine, state: TrainStat
     g_grads = jax.lax.pmean(g_grads, DATA_AXIS)
     g_updates, g_opt_state = engine.generator_opt.update(g_grads, state.generator_opt_state, g_params)
     c_params, c_state, c_opt_state = critic_carry
+    new_g_params = optax.apply_updates(g_params, g_updates)
     new_state = state.replace(
         step=state.step + 1,
-        generator_params=optax.apply_updates(g_params, g_updates),
+        generator_params=new_g_params,
+        generator_ema_params=(ema_update(state.generator_ema_params, new_g_params, state.step + 1, ema_decay)
+                              if ema_decay > 0 else None),
         critic_params=c_params,
         critic_state=c_state,
         generator_opt_state=g_opt_state,
@@ -244,6 +397,11 @@ def make_train_step(cfg: ml_collections.ConfigDict, engine: Engine, source: Data
     """
     k = steps_per_call or cfg.train.steps_per_call
     check_batch_divisible(cfg.data.batch_size, mesh)
+    per_device = cfg.data.batch_size // mesh.shape[DATA_AXIS]
+    if per_device % engine.pack:
+        raise ValueError(
+            f"config.data.batch_size={cfg.data.batch_size} over {mesh.shape[DATA_AXIS]} devices is {per_device} "
+            f"per device, not divisible by config.loss.pack={engine.pack}: each device packs its own samples")
     batch_spec = StepInputs(real=P(None, DATA_AXIS), critic_noise=P(None, DATA_AXIS),
                             penalty_keys=P(None, DATA_AXIS), generator_noise=P(DATA_AXIS))
     # check_vma=False: gradients are averaged explicitly with pmean (with it on, JAX would already psum
@@ -252,20 +410,30 @@ def make_train_step(cfg: ml_collections.ConfigDict, engine: Engine, source: Data
         functools.partial(_local_step, cfg, engine),
         mesh=mesh, in_specs=(P(), batch_spec), out_specs=(P(), P()), check_vma=False)
 
+    def split_over_devices(inputs, leading_axes):
+        # Each device computes only its own rows of the draws (with several processes, no process
+        # materialises the global batch); threefry is partitionable, so the numbers do not depend on it.
+        specs = jax.tree.map(lambda spec: NamedSharding(mesh, P(*([None] * leading_axes), *spec)), batch_spec,
+                             is_leaf=lambda x: isinstance(x, P))
+        return jax.lax.with_sharding_constraint(inputs, specs)
+
     def fused_steps(state, arrays):
         if k == 1:  # no loop: XLA:CPU runs convolutions inside a while loop several times slower
-            state, metrics = sharded_step(state, draw_step_inputs(cfg, source, state, arrays))
+            inputs = split_over_devices(draw_step_inputs(cfg, source, state, arrays), 0)
+            state, metrics = sharded_step(state, inputs)
             return state, jax.tree.map(lambda m: m[None], metrics)
         # All K steps' draws at once, vectorised over the step index (the same numbers as K separate
         # draws, in one pass of the random-bit generator instead of K), then K steps in a loop.
         draw = lambda t: draw_step_inputs(cfg, source, state.replace(step=t), arrays)
-        inputs = jax.vmap(draw)(state.step + jnp.arange(k))
+        inputs = split_over_devices(jax.vmap(draw)(state.step + jnp.arange(k)), 1)
         return jax.lax.scan(sharded_step, state, inputs)
 
     return jax.jit(fused_steps, donate_argnums=0, out_shardings=replicated(mesh),
                    compiler_options=compiler_options(mesh, cfg.train.get("cpu_matmuls", DEFAULT_CPU_MATMULS)))
 
 
-def make_sampler(engine: Engine) -> Callable[[PyTree, jax.Array], jax.Array]:
-    """`sample(generator_params, z) -> G(z)`, jitted."""
-    return jax.jit(lambda params, z: engine.generator.apply({"params": params}, z))
+def make_sampler(engine: Engine, mesh: Mesh | None = None) -> Callable[[PyTree, jax.Array], jax.Array]:
+    """`sample(generator_params, z) -> G(z)`, jitted; with `mesh`, the samples come back whole on every
+    device of it (every process can read them)."""
+    out_shardings = None if mesh is None else replicated(mesh)
+    return jax.jit(lambda params, z: engine.generator.apply({"params": params}, z), out_shardings=out_shardings)

@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from gan_jax import penalties
+from gan_jax.train import pack_samples
 
 KEY = jax.random.PRNGKey(0)
 
@@ -119,6 +120,22 @@ def test_gp_per_example_keys_split_across_shards_match_the_whole_batch():
     np.testing.assert_allclose(whole, penalties.gradient_penalty(critic, real, fake, jax.random.key(3)), rtol=1e-6)
     with pytest.raises(ValueError, match="3 per-example keys for a batch of 8"):
         penalties.gradient_penalty(critic, real, fake, keys[:3])
+
+
+def test_gp_on_packs_interpolates_the_samples_with_one_weight_per_pack():
+    # PacGAN (gan_jax.train): the GP of the packed critic is taken on packed real/fake with the key of each
+    # pack's first sample. Reference: interpolate the unpacked samples with u shared within each pack, pack
+    # by hand, and take ‖∇f‖ of the quadratic packed critic f(p) = ½pᵀAp, ∇f = Ap, over all m·d inputs.
+    m, d, n = 2, 3, 8
+    a = _symmetric(2, d=m * d)
+    real, fake = _batches((n, d))
+    keys = jax.random.split(jax.random.key(5), n)
+    got = penalties.gradient_penalty(_quadratic(a), pack_samples(real, m), pack_samples(fake, m), keys[::m])
+    u = np.repeat([float(jax.random.uniform(k)) for k in keys[::m]], m)[:, None]
+    mixed = u * np.asarray(real) + (1 - u) * np.asarray(fake)
+    packs = np.concatenate([mixed[j::m] for j in range(m)], axis=1)  # (n/m, m·d)
+    expected = np.mean((np.linalg.norm(packs @ a, axis=1) - 1.0) ** 2)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
 def test_jit_and_grad_through_gp_wrt_critic_params():

@@ -1,15 +1,22 @@
-"""Tests for the train step: its update equals a hand-composed update, devices, fusing, NaN guard, methods."""
+"""Tests for the train step: its update equals a hand-composed update, devices, fusing, NaN guard, methods;
+generator EMA against its closed form, PacGAN packing against hand-concatenated packs, learning-rate schedules
+against their closed forms."""
 
 import functools
+import json
+import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from experiments.configs import common
 from gan_jax import losses, parallel, penalties
 from gan_jax import train as engine_lib
+from gan_jax.checkpoint import Checkpointer
 from gan_jax.data import DataSource, make_source
 
 
@@ -20,9 +27,8 @@ def _config(method="wgan_gp", **changes):
     cfg.model.depth = 2
     cfg.train.steps_per_call = 1
     for role in ("generator", "critic"):
-        if changes.get("sgd"):
-            cfg.optim[role].name = "sgd"
-            cfg.optim[role].learning_rate = 0.05
+        if changes.get("sgd"):  # SGD reads no betas: they go back to their defaults (else an error)
+            cfg.optim[role].update(name="sgd", learning_rate=0.05, b1=0.5, b2=0.9)
     for key, value in changes.items():
         if key != "sgd":
             section, field = key.split("__")
@@ -44,9 +50,16 @@ def _numpy_tree(tree):
     return jax.tree.map(as_numpy, tree)
 
 
-def test_one_step_equals_hand_composed_sgd_update():
+def _hand_pack(x, m):
+    """Packs by hand: pack i is the concatenation of samples m·i, …, m·i+m−1 along the feature axis."""
+    return jnp.concatenate([x[j::m] for j in range(m)], axis=-1)
+
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_one_step_equals_hand_composed_sgd_update(pack):
     # n_critic = 1, SGD: critic ← c − η∇_c[L_D(c; x, G(z)) + λ·GP]; generator ← g − η∇_g L_G(c'; G_g(z')).
-    cfg = _config("wgan_gp", sgd=True, loss__n_critic=1)
+    # With packing the critic scores hand-concatenated packs; the GP interpolates packs with one u per pack.
+    cfg = _config("wgan_gp", sgd=True, loss__n_critic=1, loss__pack=pack)
     source, engine, state, step = _setup(cfg)
     before = _numpy_tree(state)
     inputs = engine_lib.draw_step_inputs(cfg, source, state, source.arrays)
@@ -58,13 +71,16 @@ def test_one_step_equals_hand_composed_sgd_update():
 
     def critic_loss(c):
         real, fake = inputs.real[0], gen(before.generator_params, inputs.critic_noise[0])
+        real, fake = _hand_pack(real, pack), _hand_pack(fake, pack)
         d = wasserstein.discriminator(critic(c, real), critic(c, fake))
-        return d + cfg.loss.penalty_weight * gp(functools.partial(critic, c), real, fake, inputs.penalty_keys[0])
+        keys = inputs.penalty_keys[0][::pack]
+        return d + cfg.loss.penalty_weight * gp(functools.partial(critic, c), real, fake, keys)
 
     eta = cfg.optim.critic.learning_rate
     grads = jax.grad(critic_loss)(before.critic_params)
     expected_c = jax.tree.map(lambda p, g: p - eta * g, before.critic_params, grads)
-    g_grads = jax.grad(lambda g: wasserstein.generator(critic(expected_c, gen(g, inputs.generator_noise))))(
+    g_grads = jax.grad(lambda g: wasserstein.generator(critic(expected_c, _hand_pack(gen(g, inputs.generator_noise),
+                                                                                     pack))))(
         before.generator_params)
     expected_g = jax.tree.map(lambda p, g: p - eta * g, before.generator_params, g_grads)
 
@@ -77,9 +93,9 @@ def test_one_step_equals_hand_composed_sgd_update():
                                - cfg.loss.penalty_weight * metrics["penalty"][0], rtol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["wgan_gp", "unrolled"])
-def test_four_devices_equal_one_device_on_the_same_global_batch(method):
-    cfg = _config(method, sgd=True)
+@pytest.mark.parametrize("method, pack", [("wgan_gp", 1), ("unrolled", 1), ("wgan_gp", 2)])
+def test_four_devices_equal_one_device_on_the_same_global_batch(method, pack):
+    cfg = _config(method, sgd=True, loss__pack=pack)
     results = []
     for n in (1, 4):
         source, _, state, step = _setup(cfg, num_devices=n)
@@ -250,3 +266,195 @@ def test_unknown_cpu_matmuls_in_the_config_is_a_clear_error():
     cfg = _config(train__cpu_matmuls="mkl")
     with pytest.raises(ValueError, match=r"config.train.cpu_matmuls='mkl' is invalid: must be one of"):
         validate(cfg)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generator EMA (train.ema_decay).
+
+
+def test_generator_ema_equals_its_closed_form_over_the_raw_parameters():
+    # ē_K = Σ_{t=1..K} (1−β)β^{K−t} θ_t / (1−β^K), θ_t the raw generator parameters after step t.
+    beta, steps = 0.8, 4
+    cfg = _config("gan", train__ema_decay=beta)
+    source, _, state, step = _setup(cfg)
+    jax.tree.map(np.testing.assert_array_equal, _numpy_tree(engine_lib.sampling_params(state)),
+                 _numpy_tree(state.generator_params))  # step 0: the initial parameters
+    raw = []
+    for _ in range(steps):
+        state, _ = step(state, source.arrays)
+        raw.append(_numpy_tree(state.generator_params))
+    weights = np.array([(1 - beta) * beta ** (steps - t) for t in range(1, steps + 1)]) / (1 - beta ** steps)
+    expected = jax.tree.map(lambda *thetas: np.tensordot(weights, np.stack(thetas), axes=1), *raw)
+    got = _numpy_tree(engine_lib.sampling_params(state))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got, expected)
+    assert got is not raw[-1] and not np.allclose(jax.tree.leaves(got)[0], jax.tree.leaves(raw[-1])[0])
+
+
+def test_ema_off_keeps_no_average_and_ema_on_leaves_the_training_bitwise_unchanged():
+    results = []
+    for decay in (0.0, 0.99):
+        cfg = _config("wgan_gp", train__ema_decay=decay, train__steps_per_call=3)
+        source, _, state, step = _setup(cfg, steps_per_call=3)
+        state, metrics = step(state, source.arrays)
+        results.append((state, _numpy_tree(state.replace(generator_ema_params=None)), jax.device_get(metrics)))
+    (off, off_tree, off_metrics), (on, on_tree, on_metrics) = results
+    assert off.generator_ema_params is None and engine_lib.sampling_params(off) is off.generator_params
+    assert on.generator_ema_params is not None
+    for a, b in zip(jax.tree.leaves(off_tree), jax.tree.leaves(on_tree)):
+        np.testing.assert_array_equal(a, b)
+    for name in ("d_loss", "g_loss", "penalty"):
+        np.testing.assert_array_equal(off_metrics[name], on_metrics[name])
+
+
+def test_ema_state_is_checkpointed_and_resumes_bitwise(tmp_path):
+    cfg = _config("gan", train__ema_decay=0.9)
+    source, engine, state, step = _setup(cfg)
+    for _ in range(2):
+        state, _ = step(state, source.arrays)
+    checkpointer = Checkpointer(str(tmp_path), cfg)
+    checkpointer.save(state)
+    checkpointer.wait()
+    fresh = engine_lib.create_state(cfg, engine, source.shape)
+    restored = parallel.replicate(checkpointer.restore_latest(fresh), parallel.make_mesh(1))
+    checkpointer.close()
+    for a, b in zip(jax.tree.leaves(_numpy_tree(restored)), jax.tree.leaves(_numpy_tree(state))):
+        np.testing.assert_array_equal(a, b)
+    continued, _ = step(state, source.arrays)
+    resumed, _ = step(restored, source.arrays)
+    for a, b in zip(jax.tree.leaves(_numpy_tree(resumed)), jax.tree.leaves(_numpy_tree(continued))):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("decay", [1.0, -0.1])
+def test_ema_decay_outside_zero_one_is_a_clear_error(decay):
+    with pytest.raises(ValueError, match=r"config.train.ema_decay=.* must be in \[0, 1\)"):
+        engine_lib.make_engine(_config(train__ema_decay=decay), (2,))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PacGAN packing (loss.pack).
+
+
+def test_pack_samples_hand_worked():
+    flat = jnp.arange(12.0).reshape(6, 2)  # samples [0,1], [2,3], …, [10,11]
+    np.testing.assert_array_equal(engine_lib.pack_samples(flat, 3),
+                                  [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]])
+    images = jnp.arange(8.0).reshape(2, 2, 2, 1)  # two 2×2 one-channel images: [[0,1],[2,3]] and [[4,5],[6,7]]
+    np.testing.assert_array_equal(engine_lib.pack_samples(images, 2),
+                                  [[[[0, 4], [1, 5]], [[2, 6], [3, 7]]]])  # pixel-wise channel concatenation
+    assert engine_lib.pack_samples(flat, 1) is flat
+    assert engine_lib.packed_shape((2,), 4) == (8,) and engine_lib.packed_shape((8, 8, 3), 2) == (8, 8, 6)
+
+
+@pytest.mark.parametrize("kind, data_shape", [("mlp", (2,)), ("conv", (8, 8, 1))])
+def test_packed_critic_is_built_for_packs_and_scores_hand_concatenated_inputs(kind, data_shape):
+    cfg = _config("gan", loss__pack=3, data__batch_size=6, model__kind=kind, model__base_width=4)
+    engine = engine_lib.make_engine(cfg, data_shape)
+    state = engine_lib.create_state(cfg, engine, data_shape)
+    x = jax.random.normal(jax.random.key(0), (6, *data_shape))
+    logits, _ = engine_lib._apply_critic(engine, state.critic_params, state.critic_state, x, False)
+    hand = engine.critic.apply({"params": state.critic_params}, _hand_pack(x, 3), train=False)
+    assert logits.shape == (2,)
+    np.testing.assert_array_equal(logits, hand)
+    in_features = {leaf.shape[-2] for leaf in jax.tree.leaves(state.critic_params) if leaf.ndim >= 2}
+    assert 3 * data_shape[-1] in in_features  # the first layer takes m·d features / m·C channels
+
+
+def test_pack_not_dividing_the_batch_or_the_per_device_batch_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"config.data.batch_size=18 is not divisible by config.loss.pack=4"):
+        engine_lib.make_engine(_config(loss__pack=4, data__batch_size=18), (2,))
+    with pytest.raises(ValueError, match=r"config.loss.pack=0 is invalid: must be an integer >= 1"):
+        engine_lib.make_engine(_config(loss__pack=0), (2,))
+    cfg = _config(loss__pack=8, data__batch_size=16)  # 16 = 2 packs, but 4 per device on 4 devices
+    with pytest.raises(ValueError, match=r"batch_size=16 over 4 devices is 4 per device, not divisible by "
+                                         r"config.loss.pack=8"):
+        _setup(cfg, num_devices=4)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Learning-rate schedules (optim.<role>.schedule) and the optimizer's fields.
+
+
+def _opt_config(**fields):
+    opt = common.toy("ring8", "gan", "smoke").optim.generator
+    opt.update(name="sgd", learning_rate=0.1, b1=0.5, b2=0.9)
+    opt.update(fields)
+    return opt
+
+
+@pytest.mark.parametrize("fields, expected", [
+    (dict(schedule="constant"), lambda t: 0.1),
+    (dict(schedule="step", boundaries=(3, 5), decay_factor=0.5), lambda t: 0.1 * 0.5 ** ((t >= 3) + (t >= 5))),
+    (dict(schedule="cosine", decay_steps=4, alpha=0.2),
+     lambda t: 0.1 * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * min(t, 4) / 4)))),
+])
+def test_sgd_on_a_linear_loss_steps_by_the_schedule_in_generator_steps(fields, expected):
+    # L(p) = g·p: SGD's update at optimizer count c is −η(c)·g. The critic (3 updates per generator step)
+    # uses η(⌊c/3⌋): the rate of its generator step.
+    opt_cfg = _opt_config(**fields)
+    schedule = engine_lib.learning_rate_schedule(opt_cfg)
+    np.testing.assert_allclose([float(schedule(t)) for t in range(7)], [expected(t) for t in range(7)], rtol=1e-6)
+    g = jnp.array([1.5, -2.0])
+    for per_step in (1, 3):
+        opt = engine_lib.make_optimizer(opt_cfg, updates_per_step=per_step)
+        params, opt_state = jnp.zeros(2), opt.init(jnp.zeros(2))
+        for count in range(7 * per_step):
+            updates, opt_state = opt.update(g, opt_state, params)
+            np.testing.assert_allclose(updates, -expected(count // per_step) * g, rtol=1e-6,
+                                       err_msg=f"count {count}, {per_step} updates per generator step")
+            params = optax.apply_updates(params, updates)
+
+
+def test_engine_schedules_count_generator_steps_for_both_roles():
+    # SGD with the rate dropping to 0 at generator step 2: steps 0 and 1 are the constant-rate steps, step 2
+    # changes nothing — for the critic too, although it has made 3·2 = 6 updates by then (n_critic = 3).
+    runs = []
+    for stepped in (False, True):
+        cfg = _config("wgan_gp", sgd=True, loss__n_critic=3)
+        for role in ("generator", "critic"):
+            if stepped:
+                cfg.optim[role].update(schedule="step", boundaries=(2,), decay_factor=0.0)
+        source, _, state, step = _setup(cfg)
+        trajectory = []
+        for _ in range(3):
+            state, _ = step(state, source.arrays)
+            trajectory.append(_numpy_tree((state.generator_params, state.critic_params)))
+        runs.append(trajectory)
+    constant, stepped = runs
+    for t in (0, 1):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), stepped[t], constant[t])
+    jax.tree.map(np.testing.assert_array_equal, stepped[2], stepped[1])
+    assert not np.allclose(jax.tree.leaves(constant[2])[0], jax.tree.leaves(constant[1])[0])
+
+
+def test_schedule_config_survives_the_json_round_trip_of_a_resume():
+    cfg = _config("gan")
+    cfg.optim.critic.update(schedule="step", boundaries=(10, 20))
+    loaded = ml_collections.ConfigDict(json.loads(cfg.to_json()))  # how experiments/train.py reads config.json
+    assert loaded.optim.critic.boundaries == [10, 20] and loaded.optim.generator.boundaries == []
+    engine_lib.make_engine(loaded, (2,))
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(schedule="linear"), r"config.optim.critic.schedule='linear' is invalid: valid schedules: "
+                              r"\['constant', 'cosine', 'step'\]"),
+    (dict(schedule="step"), r"config.optim.critic.boundaries=\(\) is invalid for schedule='step'"),
+    (dict(schedule="step", boundaries=(5, 3)), r"boundaries=\(5, 3\) is invalid .* increasing"),
+    (dict(schedule="cosine"), r"config.optim.critic.decay_steps=0 is invalid for schedule='cosine'"),
+    (dict(schedule="cosine", decay_steps=10, alpha=1.5), r"config.optim.critic.alpha=1.5 is invalid"),
+    (dict(boundaries=(5,)), r"config.optim.critic.boundaries=\(5,\) is not used by optimizer 'adam' with "
+                            r"schedule 'constant'"),
+    (dict(name="rmsprop", b1=0.9), r"config.optim.critic.b1=0.9 is not used by optimizer 'rmsprop' .* "
+                                   r"leave it at its default 0.5"),
+    (dict(name="sgd", b2=0.999), r"config.optim.critic.b2=0.999 is not used by optimizer 'sgd'"),
+])
+def test_optimizer_fields_it_cannot_use_are_clear_errors(fields, message):
+    cfg = _config("wgan_gp")
+    cfg.optim.critic.update(fields)
+    with pytest.raises(ValueError, match=message):
+        engine_lib.make_engine(cfg, (2,))
+
+
+def test_every_preset_builds_its_optimizers():
+    for method in common.METHODS:
+        engine_lib.make_engine(common.toy("ring8", method, "smoke"), (2,))

@@ -23,7 +23,7 @@ METHODS = {
                      optim=dict(name="adam", learning_rate=1e-4, b1=0.5, b2=0.999)),
     # Arjovsky et al. 2017: critic clipped to [-0.01, 0.01], RMSprop 5e-5, 5 critic steps.
     "wgan_clip": dict(loss="wasserstein", penalty="none", n_critic=5, unroll=0, clip=0.01,
-                      optim=dict(name="rmsprop", learning_rate=5e-5, b1=0.9, b2=0.999)),
+                      optim=dict(name="rmsprop", learning_rate=5e-5)),
     # Gulrajani et al. 2017: gradient penalty (λ = 0.1 on toy data, 10 on images), Adam(1e-4, 0.5, 0.9).
     "wgan_gp": dict(loss="wasserstein", penalty="gp", n_critic=5, unroll=0, clip=0.0,
                     optim=dict(name="adam", learning_rate=1e-4, b1=0.5, b2=0.9)),

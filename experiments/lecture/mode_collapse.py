@@ -81,52 +81,54 @@ def train_and_sample(
 ) -> tuple[np.ndarray, np.ndarray]:
     """G(z_seed) for `n_samples` fixed latents after each of `at_steps` generator steps, per seed.
 
-    Steps from `decay_from` on use `decay_factor` × the configured learning rates (a second engine over
-    the same state). One engine and compiled step per phase serve every seed: the seed only sets the
-    initial state (`cfg.seed`) and the latents (key seed + 1, as experiments/train.py samples them).
+    Steps from `decay_from` on use `decay_factor` × the configured learning rates (the engine's "step"
+    schedule for both roles, `with_step_decay`). One engine and compiled step serve every seed: the seed
+    only sets the initial state (`cfg.seed`) and the latents (key seed + 1, as experiments/train.py samples them).
 
     Returns:
       samples (len(seeds), len(at_steps), n_samples, dim) and the number of non-finite (skipped) steps per seed.
     """
     if list(at_steps) != sorted(at_steps) or min(at_steps) < 0:
         raise ValueError(f"at_steps must be non-negative and increasing, got {list(at_steps)}")
+    if decay_from is not None:
+        cfg = with_step_decay(cfg, decay_from, decay_factor)
     source = make_source(cfg.data)
     mesh = parallel.make_mesh(1)
     arrays = parallel.replicate(source.arrays, mesh)
-    decayed = cfg.copy_and_resolve_references()
-    for role in ("generator", "critic"):
-        decayed.optim[role].learning_rate *= decay_factor
-    engines = [engine_lib.make_engine(c, source.shape) for c in (cfg, decayed)]
-    sampler = engine_lib.make_sampler(engines[0])
+    engine = engine_lib.make_engine(cfg, source.shape)
+    sampler = engine_lib.make_sampler(engine)
     compiled = {}
 
-    def advance(state, phase: int, n: int):
-        key = (phase, n)
-        if key not in compiled:
-            compiled[key] = engine_lib.make_train_step((cfg, decayed)[phase], engines[phase], source, mesh,
-                                                       steps_per_call=n)
-        return compiled[key](state, arrays)
+    def advance(state, n: int):
+        if n not in compiled:
+            compiled[n] = engine_lib.make_train_step(cfg, engine, source, mesh, steps_per_call=n)
+        return compiled[n](state, arrays)
 
-    boundary = max(at_steps) if decay_from is None else decay_from
     samples, skipped = [], []
     for seed in seeds:
         run_cfg = cfg.copy_and_resolve_references()
         run_cfg.seed = int(seed)
-        state = parallel.replicate(engine_lib.create_state(run_cfg, engines[0], source.shape), mesh)
+        state = parallel.replicate(engine_lib.create_state(run_cfg, engine, source.shape), mesh)
         z = jax.random.normal(jax.random.key(run_cfg.seed + 1), (n_samples, cfg.model.latent_dim))
         done, bad, per_step = 0, 0, []
         for target in at_steps:
             while done < target:
-                phase = int(done >= boundary)
-                end = target if phase else min(target, boundary)
-                n = min(cfg.train.steps_per_call, end - done)
-                state, chunk = advance(state, phase, n)
+                n = min(cfg.train.steps_per_call, target - done)
+                state, chunk = advance(state, n)
                 bad += int(np.sum(chunk["nonfinite"]))
                 done += n
-            per_step.append(np.asarray(sampler(state.generator_params, z)))
+            per_step.append(np.asarray(sampler(engine_lib.sampling_params(state), z)))
         samples.append(per_step)
         skipped.append(bad)
     return np.asarray(samples), np.asarray(skipped)
+
+
+def with_step_decay(cfg: ml_collections.ConfigDict, decay_from: int, factor: float) -> ml_collections.ConfigDict:
+    """A copy of `cfg` whose learning rates (both roles) are multiplied by `factor` from generator step `decay_from` on."""
+    cfg = cfg.copy_and_resolve_references()
+    for role in ("generator", "critic"):
+        cfg.optim[role].update(schedule="step", boundaries=(int(decay_from),), decay_factor=float(factor))
+    return cfg
 
 
 def make_config(dataset: str, method: str, steps: int, model: dict) -> ml_collections.ConfigDict:
