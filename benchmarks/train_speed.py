@@ -611,6 +611,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="time box for torch.compile's first call per width (then skipped)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--skip-digits", action="store_true", help="skip the digits conv step")
+    p.add_argument("--dtype", default="float32", help="the engine's compute dtype (model.dtype), e.g. bfloat16; "
+                   "parameters stay float32 (the hand-written and PyTorch columns are float32)")
     p.add_argument("--digits-k", type=int, default=10, help="steps per call of the fused digits step")
     p.add_argument("--devices", default="1,2,4", help="simulated device counts ('' to skip)")
     p.add_argument("--out", default=str(REPO / "results" / "benchmarks.md"), help="markdown report path")
@@ -628,6 +630,7 @@ def bench_ring8(args, width: int, threads: int, torch_ver: str | None, notes: li
     """Steps/s of every implementation at one width (interleaved), FLOP counts and compile seconds."""
     k, names = args.fused_k, impl_names(args.fused_k)
     cfg = ring8_config(width)
+    cfg.model.dtype = args.dtype
     _progress(f"width {width}: compiling the engine (K=1, K={k}) and the hand-written step")
     single, fused = engine_bench(cfg, 1, names[0]), engine_bench(cfg, k, names[1])
     default = engine_bench(xla_default_matmuls(cfg), 1, names[5])
@@ -665,6 +668,7 @@ def bench_digits(args) -> dict[str, Any]:
 
     _progress(f"digits conv WGAN-GP: compiling the engine (K=1, K={args.digits_k})")
     cfg = common.images("digits", "wgan_gp")
+    cfg.model.dtype = args.dtype
     single = engine_bench(cfg, 1, "engine K=1")
     fused = engine_bench(cfg, args.digits_k, f"engine K={args.digits_k}")
     default = engine_bench(xla_default_matmuls(cfg), 1, DEFAULT_MATMULS)
@@ -825,7 +829,7 @@ def main(argv=None) -> None:
     torch_ver = None if args.no_torch else torch_version()
     command = " ".join(["python benchmarks/train_speed.py", *(sys.argv[1:] if argv is None else argv)])
     header = ["# Training speed (benchmarks/train_speed.py)", "", *machine_lines(torch_ver, threads),
-              f"- command: `{command}`"]
+              f"- command: `{command}`", f"- engine compute dtype: {args.dtype} (parameters float32)"]
     _progress("measuring the matmul peak")
     peak_start = matmul_peak_gflops()
     notes: list[str] = []

@@ -96,7 +96,7 @@ def _critic_layer(
     else:
         x = layer(x)
     if batch_norm:
-        x = nn.BatchNorm(use_running_average=not train, name=f"{layer.name}_bn")(x)
+        x = nn.BatchNorm(use_running_average=not train, dtype=layer.dtype, name=f"{layer.name}_bn")(x)
     return x
 
 
@@ -111,6 +111,7 @@ class MLPGenerator(nn.Module):
     width: int = 512
     depth: int = 3
     activation: str = "relu"
+    dtype: Any = jnp.float32  # compute dtype; parameters are float32, the output is float32
 
     def __post_init__(self) -> None:
         get_activation(self.activation)
@@ -123,8 +124,8 @@ class MLPGenerator(nn.Module):
         _check_rank(z, 2, "MLPGenerator", "(n, latent_dim)")
         act = get_activation(self.activation)
         for i in range(self.depth):
-            z = act(nn.Dense(self.width, name=f"hidden_{i}")(z))
-        return nn.Dense(self.output_dim, name="output")(z)
+            z = act(nn.Dense(self.width, dtype=self.dtype, name=f"hidden_{i}")(z))
+        return nn.Dense(self.output_dim, dtype=self.dtype, name="output")(z).astype(jnp.float32)
 
 
 class MLPCritic(nn.Module):
@@ -135,6 +136,7 @@ class MLPCritic(nn.Module):
     activation: str = "relu"
     spectral_norm: bool = False
     batch_norm: bool = False
+    dtype: Any = jnp.float32  # compute dtype; parameters are float32, the logits are float32
 
     def __post_init__(self) -> None:
         get_activation(self.activation)
@@ -148,8 +150,10 @@ class MLPCritic(nn.Module):
         act = get_activation(self.activation)
         norm = dict(spectral_norm=self.spectral_norm, train=train)
         for i in range(self.depth):
-            x = act(_critic_layer(nn.Dense(self.width, name=f"hidden_{i}"), x, batch_norm=self.batch_norm, **norm))
-        return _critic_layer(nn.Dense(1, name="logit"), x, batch_norm=False, **norm)[:, 0]
+            layer = nn.Dense(self.width, dtype=self.dtype, name=f"hidden_{i}")
+            x = act(_critic_layer(layer, x, batch_norm=self.batch_norm, **norm))
+        logit = nn.Dense(1, dtype=self.dtype, name="logit")
+        return _critic_layer(logit, x, batch_norm=False, **norm)[:, 0].astype(jnp.float32)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -165,6 +169,7 @@ class ConvGenerator(nn.Module):
     image_size: int
     channels: int = 1
     base_width: int = 64
+    dtype: Any = jnp.float32  # compute dtype; parameters are float32, the output is float32
 
     def __post_init__(self) -> None:
         _spatial_plan(self.image_size)
@@ -176,13 +181,15 @@ class ConvGenerator(nn.Module):
         _check_rank(z, 2, "ConvGenerator", "(n, latent_dim)")
         side, n_up = _spatial_plan(self.image_size)
         features = self.base_width * 2**n_up
-        h = nn.Dense(side * side * features, name="project")(z)
+        h = nn.Dense(side * side * features, dtype=self.dtype, name="project")(z)
         h = jax.nn.relu(h).reshape(z.shape[0], side, side, features)
         for i in range(n_up):
-            up = nn.ConvTranspose(self.base_width * 2 ** (n_up - 1 - i), **_STRIDE_2, name=f"up_{i}")
+            up = nn.ConvTranspose(self.base_width * 2 ** (n_up - 1 - i), **_STRIDE_2, dtype=self.dtype,
+                                  name=f"up_{i}")
             h = jax.nn.relu(up(h))
-        to_image = nn.Conv(self.channels, (3, 3), kernel_init=_matrix_lecun_normal, name="to_image")
-        return jnp.tanh(to_image(h))
+        to_image = nn.Conv(self.channels, (3, 3), kernel_init=_matrix_lecun_normal, dtype=self.dtype,
+                           name="to_image")
+        return jnp.tanh(to_image(h)).astype(jnp.float32)
 
 
 class ConvCritic(nn.Module):
@@ -192,6 +199,7 @@ class ConvCritic(nn.Module):
     base_width: int = 64
     spectral_norm: bool = False
     batch_norm: bool = False
+    dtype: Any = jnp.float32  # compute dtype; parameters are float32, the logits are float32
 
     def __post_init__(self) -> None:
         _spatial_plan(self.image_size)
@@ -208,16 +216,28 @@ class ConvCritic(nn.Module):
         norm = dict(spectral_norm=self.spectral_norm, train=train)
         _, n_down = _spatial_plan(size)
         for i in range(n_down):
-            down = nn.Conv(self.base_width * 2**i, **_STRIDE_2, name=f"down_{i}")
+            down = nn.Conv(self.base_width * 2**i, **_STRIDE_2, dtype=self.dtype, name=f"down_{i}")
             x = act(_critic_layer(down, x, batch_norm=self.batch_norm, **norm))
         x = x.reshape(x.shape[0], -1)
-        return _critic_layer(nn.Dense(1, name="logit"), x, batch_norm=False, **norm)[:, 0]
+        logit = nn.Dense(1, dtype=self.dtype, name="logit")
+        return _critic_layer(logit, x, batch_norm=False, **norm)[:, 0].astype(jnp.float32)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Construction from a config.
 
 KINDS: tuple[str, ...] = ("mlp", "conv")
+
+# Compute dtypes a config may name (model.dtype). bfloat16 is the accelerator choice (TPU, recent GPUs);
+# parameters, optimizer states and the networks' outputs stay float32 whatever the compute dtype.
+COMPUTE_DTYPES: dict[str, Any] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def compute_dtype(name: str) -> Any:
+    """The jnp dtype named by ``model.dtype``; ValueError listing the valid names otherwise."""
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"unknown model dtype {name!r}; valid names: {', '.join(COMPUTE_DTYPES)}")
+    return COMPUTE_DTYPES[name]
 
 # Penalties on per-example gradient norms ‖∇ₓf(xᵢ)‖; batch norm makes f(xᵢ) depend on the whole batch.
 GRADIENT_NORM_PENALTIES: tuple[str, ...] = ("gp", "gp_one_sided", "r1", "r2")
@@ -233,14 +253,15 @@ def build(model_cfg: Any, data_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Mo
 
     model_cfg.kind: "mlp" needs a flat data_shape (d,) (images are not flattened: use "conv");
     "conv" needs square images (H, H, C) with H in IMAGE_SIZES. Fields width, depth, activation (mlp),
-    base_width (conv), spectral_norm, batch_norm (critic) are used where set; unset ones keep the module
-    defaults. latent_dim is not needed here: the generator takes its input width from ``init``'s z.
+    base_width (conv), spectral_norm, batch_norm (critic) and dtype (compute dtype) are used where set; unset
+    ones keep the module defaults. latent_dim is not needed here: the generator takes its input width from ``init``'s z.
     """
     kind = getattr(model_cfg, "kind", None)
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; valid kinds: {KINDS}")
     data_shape = tuple(int(d) for d in data_shape)
-    critic_norms = _config_fields(model_cfg, ("spectral_norm", "batch_norm"))
+    dtype = compute_dtype(getattr(model_cfg, "dtype", "float32"))
+    critic_norms = dict(_config_fields(model_cfg, ("spectral_norm", "batch_norm")), dtype=dtype)
     if kind == "mlp":
         if len(data_shape) != 1:
             raise ValueError(
@@ -248,7 +269,7 @@ def build(model_cfg: Any, data_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Mo
                 "use kind='conv' for (H, W, C) images"
             )
         body = _config_fields(model_cfg, ("width", "depth", "activation"))
-        return MLPGenerator(output_dim=data_shape[0], **body), MLPCritic(**body, **critic_norms)
+        return MLPGenerator(output_dim=data_shape[0], dtype=dtype, **body), MLPCritic(**body, **critic_norms)
     if len(data_shape) != 3 or data_shape[0] != data_shape[1]:
         raise ValueError(
             f"kind='conv' needs a square image data_shape (H, H, C), got {data_shape}; "
@@ -256,7 +277,8 @@ def build(model_cfg: Any, data_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Mo
         )
     size, _, channels = data_shape
     body = _config_fields(model_cfg, ("base_width",))
-    return ConvGenerator(size, channels=channels, **body), ConvCritic(size, **body, **critic_norms)
+    return (ConvGenerator(size, channels=channels, dtype=dtype, **body),
+            ConvCritic(size, **body, **critic_norms))
 
 
 def check_critic_compatible(model_cfg: Any, penalty_name: str) -> None:
