@@ -103,8 +103,9 @@ def images(name: str, method: str, arg: str | None = None, image_size: int = 0,
     cfg.model.base_width = 32
     _apply_method(cfg, method, penalty_weight=10.0)
     cfg.train.steps = 4000
-    # XLA:CPU runs convolutions inside a while loop 4-7x slower (NOTES.md): one step per call, the
-    # critic loop unrolled, so the compiled step has no loop at all.
+    # XLA:CPU (jax 0.10) runs convolutions inside a while loop 4-7x slower (benchmarks/train_speed.py, digits
+    # conv step: 31 steps/s for one step per call against 14 with 10 fused; results/benchmarks.md): one step
+    # per call, the critic loop unrolled, so the compiled step has no loop at all.
     cfg.train.steps_per_call = 1
     cfg.train.unroll_loops = True
     cfg.train.log_every = 100
