@@ -25,11 +25,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
 import shutil
+import sys
+import tempfile
+import time
 from typing import Any, Callable, Optional, Union
 
 import jax
@@ -144,12 +148,58 @@ def _all_finite(tree: PyTree) -> bool:
     return all(bool(jnp.all(jnp.isfinite(a))) for a in arrays if jnp.issubdtype(a.dtype, jnp.floating))
 
 
+# Reading a damaged array file, tensorstore's asyncio bridge prints "RuntimeError: Event loop is closed"
+# tracebacks from its own threads (one per read still in flight when orbax gives up and closes its loop; printed
+# by tensorstore's C++, so no Python hook sees them; seen with orbax-checkpoint 0.12.8 on a truncated file).
+_TENSORSTORE_NOISE = ("Traceback (most recent call last):", "asyncio/base_events.py", "self._check_closed()",
+                      "Event loop is closed")
+_NOISE_SETTLE_S = 0.2  # reads in flight finish (and print) within this after a failed restore
+
+
+@contextlib.contextmanager
+def _without_tensorstore_noise():
+    """Captures file descriptor 2 while a step is read and passes on every line but tensorstore's noise."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to protect
+        yield
+        return
+    failed = False
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        sys.stderr.flush()
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            if failed:
+                time.sleep(_NOISE_SETTLE_S)
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode(errors="replace")
+            kept = [line for line in text.splitlines(keepends=True)
+                    if not any(noise in line for noise in _TENSORSTORE_NOISE) and line.strip()]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+
+
 def _restore_step(read: Callable[..., Any], step: int, step_dir: str, like: PyTree, abstract: PyTree,
                   config: Optional[dict], directory: str) -> PyTree:
     """The state of one step, verified; IncompatibleCheckpointError as is, any other failure raised for quarantine.
 
     `read(**items)` restores the named items of the step's Composite and returns the result.
     """
+    with _without_tensorstore_noise():
+        return _verified_step(read, step, step_dir, like, abstract, config, directory)
+
+
+def _verified_step(read: Callable[..., Any], step: int, step_dir: str, like: PyTree, abstract: PyTree,
+                   config: Optional[dict], directory: str) -> PyTree:
+    """`_restore_step`'s work."""
     saved_config = read(config=ocp.args.JsonRestore()).config
     if config is not None:
         diffs = config_lib.structural_differences(saved_config, config)
