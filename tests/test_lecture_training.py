@@ -1,13 +1,17 @@
-"""The lecture scripts that train GANs (claims 2 and 6), at their quick sizes, and their shared training helper.
+"""The lecture scripts that train GANs (claims 2, 4 by training, and 6), at their quick sizes, and their shared
+training helper.
 
 References: two samples of one distribution are indistinguishable (two-sample accuracy 0.5 up to sampling
 noise); an untrained generator's samples near the origin are separable from a ring of radius 2 (accuracy
 ≈ 1); the 3σ high-quality fraction of 2-D Gaussian data is P(χ²₂ ≤ 9) = 1 − e^{−4.5}; the helper's samples
-must equal those of the engine's own CLI path (experiments.train.train_and_evaluate + restore_state).
+must equal those of the engine's own CLI path (experiments.train.train_and_evaluate + restore_state); the
+forward-KL optimum over Gaussians of ½N(−2, 0.5²) + ½N(2, 0.5²) is moment matching, μ = 0, σ = √(0.5² + 2²), and
+the reverse-KL optimum near a mode is that mode's component, μ = ±2, σ = 0.5 (claim 4).
 """
 
 import math
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -15,7 +19,7 @@ import pytest
 
 from experiments import train as cli
 from experiments.configs import common as configs
-from experiments.lecture import mode_collapse, two_sample_classifier
+from experiments.lecture import fgan_covering_seeking, mode_collapse, two_sample_classifier
 from gan_jax import train as engine_lib
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -29,6 +33,11 @@ def two_sample(run_lecture_quick):
 @pytest.fixture(scope="module")
 def collapse(run_lecture_quick):
     return run_lecture_quick(mode_collapse)
+
+
+@pytest.fixture(scope="module")
+def fgan(run_lecture_quick):
+    return run_lecture_quick(fgan_covering_seeking)
 
 
 def test_two_sample_accuracy_falls_toward_chance(two_sample):
@@ -62,11 +71,12 @@ def test_mode_collapse_table_covers_every_method(collapse):
         assert data["modes"] == n_modes
         np.testing.assert_allclose(data["hq"], 1.0 - math.exp(-4.5), atol=0.025)
     steps = mode_collapse.QUICK["steps"]  # quick: one step count for both datasets, no decay
-    assert f"ring8: {steps} generator steps, constant" in collapse["markdown"]
-    assert f"grid25: {steps} generator steps, constant" in collapse["markdown"]
-    for source in ("VEEGAN Table 1", "PacGAN Table 1"):
+    assert "constant learning rates" in collapse["markdown"]
+    assert f"| {steps} / {steps} |" in collapse["markdown"]
+    for source in ("VEEGAN Table 1", "PacGAN Table 1", "GDPP Table 1"):
         assert source in collapse["markdown"]
     assert "| 99.3 |" in collapse["markdown"] and "| 0.45 |" in collapse["markdown"]
+    assert collapse["stale"] == []
     for figure in collapse["figures"]:
         with open(figure, "rb") as f:
             assert f.read(8) == PNG_MAGIC
@@ -104,3 +114,58 @@ def test_mean_std_counts_undefined_runs_apart():
     assert mode_collapse._mean_std([1.0, 2.0, 3.0]) == "2.00 ± 0.82"  # population std of 1, 2, 3: √(2/3)
     assert mode_collapse._mean_std([math.nan, 0.5, 0.7], digits=3) == "0.600 ± 0.100 (1 of 3 runs undefined)"
     assert mode_collapse._mean_std([math.nan, math.nan]) == "undefined"
+
+
+def test_mode_collapse_critic_samplers_report_their_statistics(collapse):
+    """DRS keeps a fraction of its proposals (≥ 1/proposals, else it raises); each MH chain accepts ≤ K − 1 proposals."""
+    k = mode_collapse.QUICK["proposals"]
+    for dataset in ("ring8", "grid25"):
+        (accepted,) = collapse["results"][dataset]["best+drs"]["statistic"]
+        assert 1.0 / k <= accepted <= 1.0
+        (per_chain,) = collapse["results"][dataset]["best+mh"]["statistic"]
+        assert 0.0 <= per_chain <= k - 1
+        assert collapse["results"][dataset]["best"]["statistic"] == []
+
+
+def test_mode_collapse_reruns_some_methods_and_keeps_or_flags_the_others(collapse, tmp_path):
+    """A run of some methods updates their rows, keeps the others' when the settings match, flags them when not."""
+    outdir = str(tmp_path / "out")
+    shutil.copytree(os.path.dirname(collapse["png"]), outdir)
+    again = mode_collapse.run(outdir, quick=True, methods=["gan"], seeds=2)
+    assert again["stale"] == []
+    assert len(again["results"]["ring8"]["gan"]["runs"]) == 2
+    assert again["results"]["grid25"]["wgan_gp"] == collapse["results"]["grid25"]["wgan_gp"]
+    assert "| gan | 2 |" in again["markdown"]
+
+    other = mode_collapse.run(outdir, quick=True, methods=["gan"], steps=20)  # other settings: the rest is stale
+    assert set(other["results"]["ring8"]) == {"data", "gan"}
+    assert "ring8/wgan_gp" in other["stale"] and "ring8/gan" not in other["stale"]
+    with pytest.raises(ValueError, match="unknown methods"):
+        mode_collapse.run(outdir, quick=True, methods=["no_such_method"])
+
+
+def test_fgan_saddle_forms_cover_or_seek_as_their_divergence(fgan):
+    fits = fgan["fits"]
+    starts = [r["init"] for r in fits[("fgan_reverse_kl", "saddle")]]
+    assert len(starts) >= 3
+    # Reverse KL (saddle form): every run locks onto the mode on the side it started from, N(±2, 0.5²).
+    for r, (mu0, _) in zip(fits[("fgan_reverse_kl", "saddle")], starts):
+        assert abs(r["mu"] - 2.0 * np.sign(mu0)) < 0.3 and abs(r["sigma"] - 0.5) < 0.25, r
+    # Forward KL (saddle form) spreads towards the moment-matching fit σ = 2.06; reverse KL stays narrow.
+    sigma_forward = np.mean([r["sigma"] for r in fits[("fgan_kl", "saddle")]])
+    sigma_reverse = np.mean([r["sigma"] for r in fits[("fgan_reverse_kl", "saddle")]])
+    assert sigma_forward > sigma_reverse + 0.4
+    # The library's (alternative) generator loss turns the KL f-GAN into a mode seeker: every run near ±2.
+    for r in fits[("fgan_kl", "alternative")]:
+        assert abs(abs(r["mu"]) - 2.0) < 0.3 and r["sigma"] < 0.8, r
+
+
+def test_fgan_gradient_descent_references_match_claim_4(fgan):
+    """Exact gradient descent on forward KL reaches the moment-matching closed form from every start."""
+    mu, sigma = fgan["moment_matching"]
+    assert mu == pytest.approx(0.0, abs=1e-12) and sigma == pytest.approx(math.sqrt(0.5**2 + 2.0**2))
+    for r in fgan["fits"][("fgan_kl", "saddle")]:
+        np.testing.assert_allclose(r["reference"], (mu, sigma), atol=0.01)
+    for r in fgan["fits"][("fgan_reverse_kl", "saddle")]:
+        np.testing.assert_allclose(np.abs(r["reference"]), (2.0, 0.5), atol=0.01)
+    assert "| KL(Q‖P) | `fgan_reverse_kl` | saddle" in fgan["markdown"]

@@ -1,74 +1,232 @@
-r"""Claim 6: mode collapse on the ring of 8 and the grid of 25 — GAN vs unrolled GAN vs WGAN (clip, GP).
+r"""Claim 6: mode collapse on the ring of 8 and the grid of 25 — GAN vs unrolled GAN vs WGAN (clip, GP), and
+what it takes to reach the published sample quality (generator EMA, packing, f-GAN losses, DRS / MH-GAN).
 
-Each method (a preset of experiments/configs/common.py METHODS) is trained on the published benchmark
-distributions themselves — ring: 8 Gaussians of std 0.01 on the unit circle; grid: 25 Gaussians of std 0.05
-on {−4, −2, 0, 2, 4}² — and evaluated with the published protocol (NOTES.md): 2500 generated samples, a
-sample is high quality (HQ) within 3σ of its nearest mean, a mode is captured when it is the nearest mean of
-at least one HQ sample (VEEGAN), reverse KL of the HQ mode histogram to uniform (PacGAN). Mean ± std over
-seeds, next to the published numbers and to 2500 samples of the data itself (the ceiling, ≈ 98.9 % HQ).
+Benchmarks and protocol of the published anchors (VEEGAN, Srivastava et al. 2017; PacGAN, Lin et al. 2018):
+ring — 8 Gaussians of std 0.01 on the unit circle, means (cos 2πk/8, sin 2πk/8); grid — 25 Gaussians of std
+0.05 on {−4, −2, 0, 2, 4}². 2500 generated samples per run; a sample is high quality (HQ) within 3σ of its
+nearest mean; a mode is captured when it is the nearest mean of at least one HQ sample (VEEGAN); PacGAN's
+reverse KL is KL(HQ mode histogram ‖ uniform). Mean ± std over seeds, next to the published numbers
+(`PUBLISHED`) and to 2500 samples of the data itself: in 2-D P(‖x − μ‖ ≤ 3σ) = 1 − e^{−4.5} = 98.9 %, so the
+data score about 99 % HQ, and a model above that is collapsing onto the mode centres, not better. The share of
+samples within 1σ of their mean (data: 1 − e^{−0.5} = 39.3 %) is reported too, as that check.
 
-Training protocol, the same for every method: MLP generator and critic (width 64, depth 4, latent 2,
-batch 256), `STEPS[dataset]` generator steps — 2000 on the ring, 4000 on the grid — the last
-`DECAY_FRACTION` of them at `DECAY_FACTOR` × each preset's learning rates. The step decay matters: with
-std 0.01 a high-quality sample lies within 0.03 of a mode centre, and at a constant learning rate of 1e-3
-the generator keeps moving by about that much (measured: gan_gp reaches ~70 % HQ on the ring after 3000
-steps at 2e-3, 95 % after 1000 more at 2e-4). The grid needs the longer run and the fourth layer: a
-generator with a 2-D latent maps one connected latent plane onto 25 clusters, and early in training it
-lays samples along rays through the modes (bridges between them); measured for gan_gp on the grid,
-seeds 0–1: 2000 steps depth 3 → 20 % HQ, 4000 steps depth 3 → 70 %, 2000 depth 4 → 42 %, 3000 depth 4 →
-73 %, 4000 depth 4 → 84 % (85 % over seeds 0–4), all 25 modes; width 128 (depth 3) costs about three times
-as much per step for less (30 % at 2000 steps, 81 % at 4000); a longer decayed phase (last 50 %) or a larger
-penalty weight (λ = 1) lowers HQ, λ = 0.01 raises it but drops modes. Cost on two busy CPU cores: 43
-minutes for the whole table (measured 2571 s), most of it the unrolled GAN (43 ms per step) and the
-WGANs (15–20 ms).
-`gan_gp` (non-saturating GAN + gradient penalty) and its control `gan_fast` (the same GAN and optimizer,
-no penalty) are the presets added for this benchmark; the others are the papers' settings.
+Each method (`METHODS`) is an engine config: a preset of experiments/configs/common.py (its loss, penalty and
+optimizer), config overrides (train.ema_decay, loss.pack, loss.name), its number of generator steps, and how
+samples are drawn (the generator, or DRS / MH-GAN with the trained critic). Shared training protocol: MLP
+generator and critic (width 64, depth 4, latent 2, batch 256); the last `DECAY_FRACTION` of the generator
+steps at `DECAY_FACTOR` × the preset's learning rates (the engine's "step" schedule). The step decay matters:
+with std 0.01 an HQ sample lies within 0.03 of a mode centre, and at a constant learning rate the generator
+keeps moving by about that much (measured: gan_gp reaches ~70 % HQ on the ring after 3000 steps at 2e-3, 95 %
+after 1000 more at 2e-4). The grid needs more steps and the fourth layer: a generator with a 2-D latent maps
+one connected latent plane onto 25 clusters, and lays samples along bridges between them; measured for gan_gp
+on the grid, seeds 0–1: 2000 steps depth 3 → 20 % HQ, 4000 steps depth 3 → 70 %, 2000 depth 4 → 42 %, 3000
+depth 4 → 73 %, 4000 depth 4 → 84 % (85 % over seeds 0–4), all 25 modes; width 128 (depth 3) costs about
+three times as much per step for less (30 % at 2000 steps, 81 % at 4000); a longer decayed phase (last 50 %)
+or a larger penalty weight (λ = 1) lowers HQ, λ = 0.01 raises it but drops modes.
+
+The best recipe (`BEST`, measured on 2-3 seeds before the 10-seed run; 2 CPU cores):
+* generator EMA (train.ema_decay, Yazıcı et al. 2019) — gan_gp, ring, 2000 steps, seeds 0–2: 89/95/94 % HQ
+  raw → 93/95/95 % with β = 0.99, 54/38/51 % with β = 0.999 (averages too far back into the undecayed phase);
+* more steps — ring, EMA 0.99, seeds 0–2: 2000 steps 93/95/95 % HQ, 4000 → 97/97/97 %, 8000 → 97/98/83 % (seed
+  2 lost a mode); grid, EMA 0.99, seeds 0–1: 4000 steps 83/88 % HQ, 8000 → 92/96 %, 12000 → 97/96 %; 6000 steps
+  with the last half decayed 87/92 %; batch 512 (4000 steps, costlier than 8000 at batch 256) 90/90 %;
+* packing (loss.pack = 2, PacGAN) hurt here: grid, EMA, 8000 steps, seed 0: gan_gp 6 % HQ (18 modes), gan_fast
+  69 % (19 modes), gan 3 % (24 modes) — the recipe's learning rate and penalty were chosen without packing;
+* f-GAN losses in place of the GAN's, with gan_gp's penalty, optimizer and EMA — ring, 2000 steps, seeds 0–1:
+  reverse KL 95/94 % HQ, KL 94/94 %, squared Hellinger 94/95 %, Pearson χ² 96/96 %, vs 93/95 % for the GAN
+  loss: no clear gain (the table keeps reverse KL, the mode-seeking one);
+* the samples the generator leaves between modes (the bridges) are what the critic can still tell from data:
+  discriminator rejection sampling (DRS, Azadi et al. 2019) and MH-GAN (Turner et al. 2019) remove most of
+  them (`REFINE`). The critic as trained (with the gradient penalty and the decayed learning rate) is almost
+  flat at the end — logits within ±0.3 on generator samples; DRS with it kept 92-96 % of the proposals and
+  changed HQ by about 1 point (ring, 2000 steps) — so it is first trained on alone against the final sampling
+  generator (`REFINE["refit_steps"]` steps of logistic loss, no penalty, the learning rate decayed to 0 on a
+  cosine; its logit then estimates log π/p), and its logits calibrated on held-out real and generated samples
+  (gan_jax.sampling.calibrate). Measured on the ring (4000 steps, seeds 0–3; the generator alone: 97.0 / 96.7 /
+  96.6 / 96.9 % HQ, reverse KL ≤ 0.007): exact DRS (accept with exp(l − M), M = the 99th percentile of the
+  logits: the maximum left too few acceptances) 98.8 / 97.1 / 99.0 / 98.6 % HQ but reverse KL 0.010–0.043,
+  as it follows the critic's errors between modes; MH-GAN 98.0 / 95.1 / 98.1 / 98.6 %, reverse KL
+  0.007–0.050; without the cosine decay of the refit both had reverse KL 0.06–0.20. DRS with Azadi et al.'s
+  γ set to the median of their F (acceptance σ(F − γ), about half the proposals kept; not exact: it favours
+  the samples of highest estimated ratio) gave 99.0 / 98.1 / 99.0 / 98.7 % HQ, reverse KL ≤ 0.008, and on the
+  grid (12000 steps, seeds 0–2; the generator alone 96.6 / 96.0 / 96.0 %) 98.3 / 98.6 / 98.4 %, reverse KL
+  0.008–0.024 — the `drs` sampler. A refit batch of 2048 instead of 512 changed these by < 0.5 point.
 
     python -m experiments.lecture.mode_collapse --outdir=results/lecture [--quick]
+    python -m experiments.lecture.mode_collapse --outdir=results/lecture --methods=best,best+drs,best+mh --seeds=10
+
+Each (dataset, method) result is kept in <outdir>/mode_collapse.json (and its first seeds' samples in
+mode_collapse_samples.npz), so a run of some methods updates their rows and the table and figure are rebuilt
+from every stored result whose config still matches `METHODS` (others are listed as stale).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import matplotlib.image
 import ml_collections
 import numpy as np
+import optax
+from absl import app, flags
 
 from experiments.configs import common as configs
 from experiments.lecture import common
-from gan_jax import metrics, parallel, plotting
+from gan_jax import losses, metrics, parallel, plotting, sampling
 from gan_jax import train as engine_lib
 from gan_jax.data import make_source, toy
 
 NAME = "mode_collapse"
-METHODS = ("gan", "gan_fast", "unrolled", "wgan_clip", "wgan_gp", "gan_gp")
-# The published benchmarks (NOTES.md, "Mode-coverage protocol of the published anchors").
 DATASETS = {"ring8": dict(radius=1.0, std=0.01), "grid25": dict(spacing=2.0, std=0.05)}
 N_SAMPLES = 2500
 HQ_THRESHOLD = 3.0  # in units of the component std
-SEEDS = 5
-# Generator steps per dataset (the grid needs twice the ring's; see the module docstring).
-STEPS = {"ring8": 2000, "grid25": 4000}
+SEEDS = 5  # methods without their own `seeds`
+STEPS = {"ring8": 2000, "grid25": 4000}  # generator steps of methods without their own `steps`
 DECAY_FRACTION, DECAY_FACTOR = 0.25, 0.1
 MODEL = dict(width=64, depth=4, latent_dim=2, batch_size=256, steps_per_call=50)
+SHOWN_SEEDS = 5  # seeds per method kept for the figure
+
+
+class Method(NamedTuple):
+    """An engine config (a preset of experiments/configs/common.py plus overrides) and how to draw its samples."""
+
+    preset: str
+    overrides: tuple[tuple[str, object], ...] = ()  # (dotted config key, value)
+    steps: tuple[tuple[str, int], ...] = ()  # (dataset, generator steps); default STEPS
+    sampler: str = "generator"  # "generator" | "drs" | "mh" (see `REFINE`)
+    seeds: int = SEEDS
+    description: str = ""
+
+
+_EMA = (("train.ema_decay", 0.99),)
+_BEST_STEPS = (("ring8", 4000), ("grid25", 12000))
+_BEST = dict(preset="gan_gp", overrides=_EMA, steps=_BEST_STEPS, seeds=10)
+METHODS: dict[str, Method] = {
+    "gan": Method("gan", description="Goodfellow et al. 2014, non-saturating"),
+    "gan_fast": Method("gan_fast", description="gan with gan_gp's optimizer, no penalty (control)"),
+    "unrolled": Method("unrolled", description="Metz et al. 2016, 5 unrolling steps"),
+    "wgan_clip": Method("wgan_clip", description="Arjovsky et al. 2017"),
+    "wgan_gp": Method("wgan_gp", description="Gulrajani et al. 2017"),
+    "gan_gp": Method("gan_gp", description="non-saturating GAN + gradient penalty (Fedus et al. 2018)"),
+    "gan_gp+ema": Method("gan_gp", _EMA, description="gan_gp, samples from a generator EMA, β = 0.99"),
+    "gan_gp+ema+pack2": Method("gan_gp", (*_EMA, ("loss.pack", 2)), description="gan_gp+ema, critic on packs of 2"),
+    "fgan_rkl_gp+ema": Method("gan_gp", (*_EMA, ("loss.name", "fgan_reverse_kl")),
+                              description="f-GAN KL(Q‖P) (Nowozin et al. 2016), gan_gp's penalty and optimizer, EMA"),
+    "best": Method(**_BEST, description="gan_gp + EMA 0.99, ring 4000 / grid 12000 steps"),
+    "best+drs": Method(**_BEST, sampler="drs", description="best, discriminator rejection sampling (Azadi et al. 2019)"),
+    "best+mh": Method(**_BEST, sampler="mh", description="best, MH-GAN (Turner et al. 2019)"),
+}
+BEST = ("best", "best+drs", "best+mh")  # the rows of the headline table
+# DRS / MH-GAN (sampler "drs", "mh"): the critic is trained on alone for refit_steps (Adam, logistic loss, no
+# penalty) against the sampling generator, its logits calibrated on `calibration` held-out real and generated
+# samples, then applied to proposals × n_samples generator samples (MH: n_samples chains of `proposals` steps).
+REFINE = dict(refit_steps=1000, refit_batch=512, refit_learning_rate=1e-3, refit_cosine=True, calibration=5000,
+              proposals=20, max_logit_percentile=100.0, gamma_percentile=50.0)
 # Tests: seconds per method, mostly compilation (one program per method and dataset; shorter fused calls and
 # one hidden layer compile about twice as fast).
 QUICK = dict(seeds=1, steps=60, decay_fraction=0.0, width=16, depth=1, batch_size=64, steps_per_call=10,
-             n_samples=500)
+             n_samples=500, refit_steps=20, calibration=500, proposals=4)
 
-# (method, modes, HQ %, reverse KL) per dataset; None = not reported. VEEGAN: Srivastava et al. 2017, Table 1
-# (mean over 5 runs); PacGAN: Lin et al. 2018, Table 1 (mean over 10 runs).
+# (method, (ring modes, HQ %, reverse KL), (grid modes, HQ %, reverse KL)); None = not reported. Same
+# distributions and protocol; VEEGAN: Srivastava et al. 2017, Table 1 (mean over 5 runs); PacGAN: Lin et al.
+# 2018, Table 1 (mean over 10 runs; 400 epochs of 100k points at batch 100); GDPP: Elfeki et al. 2019, Table 1
+# (25k iterations at batch 512).
 PUBLISHED = (
     ("GAN (VEEGAN Table 1)", (1, 99.3, None), (3.3, 0.5, None)),
     ("Unrolled GAN (VEEGAN Table 1)", (7.6, 35.6, None), (23.6, 16, None)),
     ("VEEGAN (VEEGAN Table 1)", (8, 52.9, None), (24.6, 40, None)),
     ("GAN (PacGAN Table 1)", (6.3, 98.2, 0.45), (17.3, 94.8, 0.70)),
     ("PacGAN2 (PacGAN Table 1)", (7.9, 95.6, 0.07), (23.8, 91.3, 0.13)),
+    ("PacGAN3 (PacGAN Table 1)", (7.8, 97.7, 0.10), (24.6, 94.2, 0.06)),
     ("PacGAN4 (PacGAN Table 1)", (7.8, 95.9, 0.07), (24.8, 93.6, 0.04)),
+    ("ALI (PacGAN Table 1)", (6.6, 97.6, 0.36), (24.1, 95.7, 0.14)),
+    ("WGAN-GP (GDPP Table 1)", (6.8, 59.6, None), (24.2, 28.7, None)),
+    ("GDPP-GAN (GDPP Table 1)", (8.0, 71.7, None), (24.8, 68.5, None)),
 )
+
+METHODS_FLAG = flags.DEFINE_list("methods", None, f"Methods to run (default all): {', '.join(METHODS)}.")
+SEEDS_FLAG = flags.DEFINE_integer("seeds", None, "Seeds per method (default: each method's own, `Method.seeds`).")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Configs and training
+
+
+def with_step_decay(cfg: ml_collections.ConfigDict, decay_from: int, factor: float) -> ml_collections.ConfigDict:
+    """A copy of `cfg` whose learning rates (both roles) are multiplied by `factor` from generator step `decay_from` on."""
+    cfg = cfg.copy_and_resolve_references()
+    for role in ("generator", "critic"):
+        cfg.optim[role].update(schedule="step", boundaries=(int(decay_from),), decay_factor=float(factor))
+    return cfg
+
+
+def make_config(dataset: str, method: Method | str, steps: int, model: dict,
+                decay_fraction: float = DECAY_FRACTION) -> ml_collections.ConfigDict:
+    """`method`'s engine config on the published `dataset`: `model`'s sizes (keys of MODEL), `steps` generator
+    steps, the last `decay_fraction` of them at DECAY_FACTOR × the learning rates. A str is a bare preset."""
+    method = Method(method) if isinstance(method, str) else method
+    cfg = configs.toy(dataset, method.preset, None, **DATASETS[dataset])
+    cfg.model.width, cfg.model.depth, cfg.model.latent_dim = model["width"], model["depth"], model["latent_dim"]
+    cfg.data.batch_size = model["batch_size"]
+    cfg.train.steps, cfg.train.steps_per_call = steps, model["steps_per_call"]
+    for key, value in method.overrides:
+        *path, leaf = key.split(".")
+        node = cfg
+        for part in path:
+            node = node[part]
+        if leaf not in node:
+            raise ValueError(f"method override {key}={value!r}: the config has no field {key!r}")
+        node[leaf] = value
+    if decay_fraction > 0:
+        cfg = with_step_decay(cfg, steps - int(round(decay_fraction * steps)), DECAY_FACTOR)
+    return cfg
+
+
+def _train(cfg: ml_collections.ConfigDict, seeds: Sequence[int], at_steps: Sequence[int]):
+    """(engine, source, [[state after each of at_steps] per seed], [non-finite steps skipped per seed]).
+
+    One engine and compiled step serve every seed: the seed only sets the initial state (`cfg.seed`).
+    """
+    if list(at_steps) != sorted(at_steps) or min(at_steps) < 0:
+        raise ValueError(f"at_steps must be non-negative and increasing, got {list(at_steps)}")
+    source = make_source(cfg.data)
+    mesh = parallel.make_mesh(1)
+    arrays = parallel.replicate(source.arrays, mesh)
+    engine = engine_lib.make_engine(cfg, source.shape)
+    compiled = {}
+
+    def advance(state, n: int):
+        if n not in compiled:
+            compiled[n] = engine_lib.make_train_step(cfg, engine, source, mesh, steps_per_call=n)
+        return compiled[n](state, arrays)
+
+    states, skipped = [], []
+    for seed in seeds:
+        run_cfg = cfg.copy_and_resolve_references()
+        run_cfg.seed = int(seed)
+        state = parallel.replicate(engine_lib.create_state(run_cfg, engine, source.shape), mesh)
+        done, bad, per_step = 0, 0, []
+        for target in at_steps:
+            while done < target:
+                n = min(cfg.train.steps_per_call, target - done)
+                state, chunk = advance(state, n)
+                bad += int(np.sum(chunk["nonfinite"]))
+                done += n
+            per_step.append(jax.tree.map(jnp.copy, state))  # the next call donates `state`
+        states.append(per_step)
+        skipped.append(bad)
+    return engine, source, states, np.asarray(skipped)
+
+
+def latents(seed: int, n: int, latent_dim: int) -> jax.Array:
+    """The fixed latents of seed `seed` (key seed + 1, as experiments/train.py samples them)."""
+    return jax.random.normal(jax.random.key(seed + 1), (n, latent_dim))
 
 
 def train_and_sample(
@@ -82,68 +240,91 @@ def train_and_sample(
     """G(z_seed) for `n_samples` fixed latents after each of `at_steps` generator steps, per seed.
 
     Steps from `decay_from` on use `decay_factor` × the configured learning rates (the engine's "step"
-    schedule for both roles, `with_step_decay`). One engine and compiled step serve every seed: the seed
-    only sets the initial state (`cfg.seed`) and the latents (key seed + 1, as experiments/train.py samples them).
+    schedule for both roles, `with_step_decay`); samples come from `sampling_params` (the EMA when on).
 
     Returns:
       samples (len(seeds), len(at_steps), n_samples, dim) and the number of non-finite (skipped) steps per seed.
     """
-    if list(at_steps) != sorted(at_steps) or min(at_steps) < 0:
-        raise ValueError(f"at_steps must be non-negative and increasing, got {list(at_steps)}")
     if decay_from is not None:
         cfg = with_step_decay(cfg, decay_from, decay_factor)
-    source = make_source(cfg.data)
-    mesh = parallel.make_mesh(1)
-    arrays = parallel.replicate(source.arrays, mesh)
-    engine = engine_lib.make_engine(cfg, source.shape)
+    engine, _, states, skipped = _train(cfg, seeds, at_steps)
     sampler = engine_lib.make_sampler(engine)
-    compiled = {}
-
-    def advance(state, n: int):
-        if n not in compiled:
-            compiled[n] = engine_lib.make_train_step(cfg, engine, source, mesh, steps_per_call=n)
-        return compiled[n](state, arrays)
-
-    samples, skipped = [], []
-    for seed in seeds:
-        run_cfg = cfg.copy_and_resolve_references()
-        run_cfg.seed = int(seed)
-        state = parallel.replicate(engine_lib.create_state(run_cfg, engine, source.shape), mesh)
-        z = jax.random.normal(jax.random.key(run_cfg.seed + 1), (n_samples, cfg.model.latent_dim))
-        done, bad, per_step = 0, 0, []
-        for target in at_steps:
-            while done < target:
-                n = min(cfg.train.steps_per_call, target - done)
-                state, chunk = advance(state, n)
-                bad += int(np.sum(chunk["nonfinite"]))
-                done += n
-            per_step.append(np.asarray(sampler(engine_lib.sampling_params(state), z)))
-        samples.append(per_step)
-        skipped.append(bad)
-    return np.asarray(samples), np.asarray(skipped)
+    samples = [[np.asarray(sampler(engine_lib.sampling_params(s), latents(seed, n_samples, cfg.model.latent_dim)))
+                for s in per_step] for seed, per_step in zip(seeds, states)]
+    return np.asarray(samples), skipped
 
 
-def with_step_decay(cfg: ml_collections.ConfigDict, decay_from: int, factor: float) -> ml_collections.ConfigDict:
-    """A copy of `cfg` whose learning rates (both roles) are multiplied by `factor` from generator step `decay_from` on."""
-    cfg = cfg.copy_and_resolve_references()
-    for role in ("generator", "critic"):
-        cfg.optim[role].update(schedule="step", boundaries=(int(decay_from),), decay_factor=float(factor))
-    return cfg
+# ---------------------------------------------------------------------------------------------------------
+# Critic-driven sampling (DRS, MH-GAN)
 
 
-def make_config(dataset: str, method: str, steps: int, model: dict) -> ml_collections.ConfigDict:
-    """The preset `method` on the published `dataset`, with `model`'s sizes (keys of MODEL) and `steps`."""
-    cfg = configs.toy(dataset, method, None, **DATASETS[dataset])
-    cfg.model.width, cfg.model.depth, cfg.model.latent_dim = model["width"], model["depth"], model["latent_dim"]
-    cfg.data.batch_size = model["batch_size"]
-    cfg.train.steps, cfg.train.steps_per_call = steps, model["steps_per_call"]
-    return cfg
+def make_refined_sampler(engine: engine_lib.Engine, dist: toy.ToyDistribution, latent_dim: int, n_samples: int,
+                         kind: str, refine: dict):
+    """`sample(state, key) -> (samples (n_samples, d), statistic)` by DRS ("drs") or MH-GAN ("mh") from the
+    critic of `state`, refitted and calibrated as `REFINE` says; the statistic is DRS's acceptance rate or the
+    mean number of proposals each MH chain accepted."""
+    if kind not in ("drs", "mh"):
+        raise ValueError(f"unknown sampler {kind!r}; valid: 'generator', 'drs', 'mh'")
+    if engine.pack != 1:
+        raise ValueError(f"{kind} needs one critic logit per sample; the critic scores packs of loss.pack="
+                         f"{engine.pack} samples: use loss.pack=1")
+    generate = lambda params, z: engine.generator.apply({"params": params}, z)  # noqa: E731
+    bce = losses.get("non_saturating").discriminator  # logistic: its optimum is logit = log π/p
+    rate = refine["refit_learning_rate"]
+    if refine["refit_cosine"]:  # decays to 0 over the refit: a less noisy final critic
+        rate = optax.cosine_decay_schedule(rate, refine["refit_steps"])
+    opt = optax.adam(rate, b1=0.5, b2=0.999)
+    batch, n_proposals, n_cal = refine["refit_batch"], refine["proposals"] * n_samples, refine["calibration"]
+
+    def critic(params, critic_state, x):
+        return engine.critic.apply({"params": params, **critic_state}, x, train=False).reshape(-1)
+
+    @jax.jit
+    def sample(state, key):
+        g_params, c_state = engine_lib.sampling_params(state), state.critic_state
+        refit_key, real_key, fake_key, proposal_key, accept_key = jax.random.split(key, 5)
+
+        def refit_step(carry, k):
+            params, opt_state = carry
+            k_real, k_fake = jax.random.split(k)
+            real, fake = dist.sample(k_real, batch), generate(g_params, jax.random.normal(k_fake, (batch, latent_dim)))
+            grads = jax.grad(lambda p: bce(critic(p, c_state, real), critic(p, c_state, fake)))(params)
+            updates, opt_state = opt.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        c_params = state.critic_params
+        (c_params, _), _ = jax.lax.scan(refit_step, (c_params, opt.init(c_params)),
+                                        jax.random.split(refit_key, refine["refit_steps"]))
+        held_real = dist.sample(real_key, n_cal)
+        held_fake = generate(g_params, jax.random.normal(fake_key, (n_cal, latent_dim)))
+        proposals = generate(g_params, jax.random.normal(proposal_key, (n_proposals, latent_dim)))
+        logits = sampling.calibrate(critic(c_params, c_state, held_real), critic(c_params, c_state, held_fake),
+                                    critic(c_params, c_state, proposals))
+        if kind == "mh":  # chain i proposes rows i, n + i, 2n + i, ...; starts at its first proposal
+            chains = sampling.metropolis_hastings(accept_key, proposals, logits, n_chains=n_samples)
+            return chains.samples, jnp.mean(chains.accepted.astype(jnp.float32))
+        # M = a percentile of the logits (100: their maximum, exact when it bounds log π/p); γ = a percentile of
+        # Azadi et al.'s F = d − log(1 − exp(d − ε)), d = min(l − M, 0), ε = 1e-6 (None: accept with exp(d)).
+        bound = jnp.percentile(logits, refine["max_logit_percentile"])
+        d = jnp.minimum(logits - bound, 0.0)
+        f = d - jnp.log(-jnp.expm1(d - 1e-6))
+        gamma = None if refine["gamma_percentile"] is None else jnp.percentile(f, refine["gamma_percentile"])
+        out = sampling.rejection_sample(accept_key, proposals, logits, max_logit=bound, gamma=gamma)
+        # The first n accepted (in proposal order); `count < n` would leave zero rows: checked by the caller.
+        return out.samples[:n_samples], out.count.astype(jnp.float32) / n_proposals
+
+    return sample
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Evaluation, stored results, tables and figures
 
 
 def _coverage(samples: np.ndarray, dist: toy.ToyDistribution) -> dict[str, float]:
     cover = metrics.mode_coverage(samples, dist.centers(), dist.std, threshold=HQ_THRESHOLD)
+    within_1 = metrics.mode_coverage(samples, dist.centers(), dist.std, threshold=1.0)
     return {"modes": int(cover.modes_captured), "hq": float(cover.high_quality_fraction),
-            "reverse_kl": float(cover.reverse_kl)}
+            "reverse_kl": float(cover.reverse_kl), "within_1sd": float(within_1.high_quality_fraction)}
 
 
 def _mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
@@ -171,87 +352,245 @@ def _stack_pngs(path: str, parts: Sequence[str]) -> str:
     return path
 
 
-def run(outdir: str, quick: bool = False, *, seeds: int | None = None, steps: int | None = None,
-        methods: Sequence[str] = METHODS) -> dict:
-    """Trains every method on both benchmarks; returns per-run numbers, "markdown" and "png".
+def _machine() -> str:
+    """The processor's model name (results depend on it: floating point differs between machines)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores"
 
-    `steps`, when given, replaces `STEPS` on both datasets.
+
+def _fingerprint(cfg: ml_collections.ConfigDict, method: Method, n_samples: int, refine: dict) -> str:
+    """What a stored result was computed with: the engine config, the sampler and its settings, the sample count."""
+    what = {"config": cfg.to_dict(), "sampler": method.sampler, "n_samples": n_samples,
+            "refine": refine if method.sampler != "generator" else None}
+    return json.dumps(what, sort_keys=True, default=str)
+
+
+def _load(outdir: str) -> tuple[dict, dict]:
+    path = os.path.join(outdir, f"{NAME}.json")
+    stored = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            stored = json.load(f)
+    samples_path = os.path.join(outdir, f"{NAME}_samples.npz")
+    samples = dict(np.load(samples_path)) if os.path.exists(samples_path) else {}
+    return stored, samples
+
+
+def _save(outdir: str, stored: dict, samples: dict) -> None:
+    os.makedirs(outdir, exist_ok=True)
+    with open(os.path.join(outdir, f"{NAME}.json"), "w", encoding="utf-8") as f:
+        json.dump(stored, f, indent=1)
+    np.savez_compressed(os.path.join(outdir, f"{NAME}_samples.npz"), **samples)
+
+
+def run(outdir: str, quick: bool = False, *, seeds: int | None = None, steps: int | None = None,
+        methods: Sequence[str] | None = None) -> dict:
+    """Trains and evaluates `methods` (default all) on both benchmarks, stores their results in `outdir` and
+    rebuilds the table and figure from every stored result; returns them with "markdown" and "png".
+
+    `seeds` replaces each method's own number of seeds; `steps`, when given, replaces every method's steps.
     """
+    methods = list(METHODS) if methods is None else list(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; valid methods: {', '.join(METHODS)}")
     q = QUICK if quick else {}
-    n_seeds = seeds or q.get("seeds", SEEDS)
-    steps_of = {d: steps or q.get("steps", STEPS[d]) for d in DATASETS}
     decay_fraction = q.get("decay_fraction", DECAY_FRACTION)
     model = {k: q.get(k, v) for k, v in MODEL.items()}
     n_samples = q.get("n_samples", N_SAMPLES)
-    decay_of = {d: n - int(round(decay_fraction * n)) if decay_fraction > 0 else None for d, n in steps_of.items()}
-    seed_list = list(range(n_seeds))
+    refine = {k: q.get(k, v) for k, v in REFINE.items()}
+    machine = _machine()
 
-    results: dict[str, dict[str, dict]] = {}
-    figures = []
+    def method_steps(name: str, dataset: str) -> int:
+        return steps or q.get("steps") or dict(METHODS[name].steps).get(dataset, STEPS[dataset])
+
+    def method_seeds(name: str) -> int:
+        return seeds or q.get("seeds") or METHODS[name].seeds
+
+    def method_config(name: str, dataset: str) -> ml_collections.ConfigDict:
+        return make_config(dataset, METHODS[name], method_steps(name, dataset), model, decay_fraction)
+
+    stored, stored_samples = _load(outdir)
     for dataset, kwargs in DATASETS.items():
         dist = toy.get(dataset, **kwargs)
         data = np.asarray(dist.sample(jax.random.key(0), n_samples))
-        results[dataset] = {"data": {"runs": [_coverage(data, dist)], "skipped": [0]}}
-        panels, steps, decay_from = [], steps_of[dataset], decay_of[dataset]
-        for method in methods:
-            print(f"  {dataset} / {method}: {n_seeds} seed(s) × {steps} steps", flush=True)
-            cfg = make_config(dataset, method, steps, model)
-            samples, skipped = train_and_sample(cfg, seed_list, [steps], n_samples, decay_from)
-            runs = [_coverage(s[-1], dist) for s in samples]
-            results[dataset][method] = {"runs": runs, "skipped": skipped.tolist()}
-            for seed, run_samples, r in zip(seed_list[:5], samples, runs):
-                title = f"{method}, seed {seed}: {r['modes']}/{len(dist.means)}, {100 * r['hq']:.0f}% HQ"
-                panels.append((title, run_samples[-1]))
+        stored.setdefault(dataset, {})["data"] = {"runs": [_coverage(data, dist)], "seeds": [0], "skipped": [0],
+                                                   "fingerprint": str(n_samples)}
+        stored_samples[f"{dataset}/data"] = data[None]
+        trained = {}  # training config → (engine, states, skipped, seconds): samplers of one training share it
+        for name in methods:
+            method, cfg = METHODS[name], method_config(name, dataset)
+            seed_list = list(range(method_seeds(name)))
+            print(f"  {dataset} / {name}: {len(seed_list)} seed(s) × {cfg.train.steps} steps, "
+                  f"sampler {method.sampler}", flush=True)
+            train_key = (json.dumps(cfg.to_dict(), sort_keys=True, default=str), tuple(seed_list))
+            if train_key not in trained:
+                start = time.perf_counter()
+                engine, _, states, skipped = _train(cfg, seed_list, [cfg.train.steps])
+                trained[train_key] = (engine, [s[-1] for s in states], skipped, time.perf_counter() - start)
+            engine, states, skipped, train_s = trained[train_key]
+            start = time.perf_counter()
+            samples, statistic = _draw(engine, states, seed_list, dist, cfg.model.latent_dim, n_samples,
+                                       method.sampler, refine)
+            sample_s = time.perf_counter() - start
+            stored[dataset][name] = {
+                "runs": [_coverage(s, dist) for s in samples], "seeds": seed_list, "skipped": skipped.tolist(),
+                "steps": int(cfg.train.steps), "train_s": train_s, "sample_s": sample_s, "statistic": statistic,
+                "machine": machine, "fingerprint": _fingerprint(cfg, method, n_samples, refine)}
+            stored_samples[f"{dataset}/{name}"] = np.asarray(samples[:SHOWN_SEEDS], np.float32)
+    _save(outdir, stored, stored_samples)
+
+    # Rebuild from every stored result that matches the current settings.
+    current, stale = {}, []
+    for dataset in DATASETS:
+        current[dataset] = {"data": stored[dataset]["data"]}
+        for name in METHODS:
+            entry = stored.get(dataset, {}).get(name)
+            if entry is None:
+                continue
+            if entry["fingerprint"] != _fingerprint(method_config(name, dataset), METHODS[name], n_samples, refine):
+                stale.append(f"{dataset}/{name}")
+                continue
+            current[dataset][name] = entry
+    shown = [name for name in METHODS if all(name in current[d] for d in DATASETS)]
+    figures = []
+    for dataset, kwargs in DATASETS.items():
+        dist = toy.get(dataset, **kwargs)
+        panels = []
+        for name in shown:
+            entry, pts = current[dataset][name], stored_samples[f"{dataset}/{name}"]
+            n_panels = len(pts) if name == BEST[0] else 1  # every shown seed of the best recipe, else seed 0
+            for seed, run_samples, r in zip(entry["seeds"][:n_panels], pts, entry["runs"]):
+                title = f"{name}, seed {seed}: {r['modes']}/{len(dist.means)}, {100 * r['hq']:.0f}% HQ"
+                panels.append((title, run_samples))
+        if not panels:
+            continue
         lim = 1.5 if dataset == "ring8" else 5.5
         figures.append(plotting.scatter_grid(os.path.join(outdir, f"{NAME}_{dataset}.png"), panels,
-                                             centers=np.asarray(dist.means), ncols=min(n_seeds, 5), lim=lim))
-    png = _stack_pngs(common.png_path(outdir, NAME), figures)
-    markdown = _markdown(results, methods, n_seeds, steps_of, decay_of, model, n_samples)
+                                             centers=np.asarray(dist.means), ncols=5, lim=lim))
+    png = _stack_pngs(common.png_path(outdir, NAME), figures) if figures else common.png_path(outdir, NAME)
+    markdown = _markdown(current, shown, stale, model, n_samples, decay_fraction, refine)
     common.write_markdown(outdir, NAME, markdown)
-    return {"results": results, "markdown": markdown, "png": png, "figures": figures}
+    return {"results": current, "markdown": markdown, "png": png, "figures": figures, "stale": stale}
 
 
-def _markdown(results, methods, n_seeds, steps_of, decay_of, model, n_samples) -> str:
+def _draw(engine, states, seed_list, dist, latent_dim, n_samples, kind, refine):
+    """Per seed: n_samples samples of the final state (generator, DRS or MH) and the sampler's statistic."""
+    if kind == "generator":
+        generate = engine_lib.make_sampler(engine)
+        return [np.asarray(generate(engine_lib.sampling_params(s), latents(seed, n_samples, latent_dim)))
+                for seed, s in zip(seed_list, states)], []
+    sample = make_refined_sampler(engine, dist, latent_dim, n_samples, kind, refine)
+    out, statistic = [], []
+    for seed, state in zip(seed_list, states):
+        key = jax.random.fold_in(jax.random.key(seed + 1), 1)  # independent of the generator's latents
+        samples, stat = sample(state, key)
+        if kind == "drs" and float(stat) * refine["proposals"] * n_samples < n_samples:
+            raise RuntimeError(f"DRS accepted only {float(stat):.4f} of {refine['proposals']} × {n_samples} "
+                               f"proposals (seed {seed}), fewer than {n_samples}: raise REFINE['proposals']")
+        out.append(np.asarray(samples))
+        statistic.append(float(stat))
+    return out, statistic
+
+
+def _markdown(results, methods, stale, model, n_samples, decay_fraction, refine) -> str:
     m_ring, m_grid = (len(toy.get(d, **k).means) for d, k in DATASETS.items())
-    rows = []
-    for method in ("data", *methods):
-        cells = [method if method != "data" else f"data itself ({n_samples} samples)"]
+    headers = ["method", "seeds", f"ring modes (/{m_ring})", "ring HQ %", "ring rev-KL",
+               f"grid modes (/{m_grid})", "grid HQ %", "grid rev-KL"]
+
+    def row(name):
+        seeds = {len(results[d][name]["runs"]) for d in DATASETS}
+        cells = [name if name != "data" else f"data itself ({n_samples} samples)",
+                 "–" if name == "data" else "/".join(str(s) for s in sorted(seeds))]
         for dataset in DATASETS:
-            runs = results[dataset][method]["runs"]
+            runs = results[dataset][name]["runs"]
             cells += [_mean_std([r["modes"] for r in runs], digits=1), _mean_std([r["hq"] for r in runs], 100, 1),
                       _mean_std([r["reverse_kl"] for r in runs], digits=3)]
-        rows.append(cells)
-    headers = ["method", f"ring modes (/{m_ring})", "ring HQ %", "ring rev-KL",
-               f"grid modes (/{m_grid})", "grid HQ %", "grid rev-KL"]
+        return cells
+
+    best = [m for m in BEST if m in methods]
+    others = [m for m in methods if m not in BEST]
+
+    def cost(name):
+        ring, grid = (results[d][name] for d in DATASETS)
+        train_s = ring["train_s"] + grid["train_s"]
+        sample_s = ring["sample_s"] + grid["sample_s"]
+        stat = {"drs": "accepted {:.0f} %", "mh": "{:.1f} accepted proposals per chain"}.get(METHODS[name].sampler)
+        stats = "–" if stat is None else " / ".join(
+            stat.format((100 if METHODS[name].sampler == "drs" else 1) * np.mean(results[d][name]["statistic"]))
+            for d in DATASETS)
+        return [name, f"{ring['steps']} / {grid['steps']}",
+                _mean_std([r["within_1sd"] for r in ring["runs"]], 100, 1),
+                _mean_std([r["within_1sd"] for r in grid["runs"]], 100, 1),
+                f"{train_s:.0f}", f"{sample_s:.0f}", f"{train_s + sample_s:.0f}", stats]
+
+    cost_headers = ["method", "steps ring / grid", "ring ≤1σ %", "grid ≤1σ %", "training s", "sampling s",
+                    "total s (ring + grid)", "sampler statistic (ring / grid)"]
+    described = [[f"`{name}`", METHODS[name].preset,
+                  ", ".join(f"{k}={v}" for k, v in METHODS[name].overrides) or "–", METHODS[name].sampler,
+                  METHODS[name].description] for name in methods]
     published = [[name, *(_anchor(v) for v in ring), *(_anchor(v) for v in grid)] for name, ring, grid in PUBLISHED]
     per_seed = [[f"{d} / {m}", " ".join(str(r["modes"]) for r in results[d][m]["runs"]),
-                 " ".join(f"{100 * r['hq']:.0f}" for r in results[d][m]["runs"]), sum(results[d][m]["skipped"])]
+                 " ".join(f"{100 * r['hq']:.0f}" for r in results[d][m]["runs"]),
+                 " ".join(f"{r['reverse_kl']:.3f}" for r in results[d][m]["runs"]), sum(results[d][m]["skipped"])]
                 for d in DATASETS for m in methods]
-    schedule = {d: "constant learning rates" if decay_of[d] is None else
-                f"steps {decay_of[d]}–{n} at {DECAY_FACTOR:g} × the preset's learning rates"
-                for d, n in steps_of.items()}
-    decay = "; ".join(f"{d}: {n} generator steps, {schedule[d]}" for d, n in steps_of.items())
-    return "\n".join([
-        f"Measured: mean ± std over {n_seeds} seed(s); {decay}; MLP width "
-        f"{model['width']}, depth {model['depth']}, latent {model['latent_dim']}, batch {model['batch_size']}; "
-        "methods are presets of `experiments/configs/common.py` (`gan_gp`: non-saturating GAN + gradient penalty, "
-        "Fedus et al. 2018; `gan_fast`: the same GAN and optimizer without the penalty). "
-        f"Ring: 8 Gaussians, radius 1, std 0.01; grid: 25 Gaussians, spacing 2, std 0.05; {n_samples} samples "
-        f"per run; HQ = within {HQ_THRESHOLD:g}σ of the nearest mean; a mode is captured by ≥ 1 HQ sample "
-        "(VEEGAN); rev-KL = KL(HQ mode histogram ‖ uniform) (PacGAN).",
+    machines = sorted({results[d][m]["machine"] for d in DATASETS for m in methods})
+    decay = ("constant learning rates" if decay_fraction <= 0 else
+             f"the last {decay_fraction:.0%} of the steps at {DECAY_FACTOR:g} × the preset's learning rates")
+    lines = [
+        f"Ring: 8 Gaussians, radius 1, std 0.01; grid: 25 Gaussians, spacing 2, std 0.05; {n_samples} samples per "
+        f"run; HQ = within {HQ_THRESHOLD:g}σ of the nearest mean; a mode is captured by ≥ 1 HQ sample (VEEGAN); "
+        "rev-KL = KL(HQ mode histogram ‖ uniform) (PacGAN). Mean ± std over the seeds shown (seed 0, 1, …). "
+        f"MLP width {model['width']}, depth {model['depth']}, latent {model['latent_dim']}, batch "
+        f"{model['batch_size']}; {decay}. Measured on: {'; '.join(machines) or '–'}.",
         "",
-        common.table(headers, rows),
-        "",
-        "Published (same distributions and protocol, much longer training; VEEGAN: Srivastava et al. 2017, "
-        "Table 1, 5 runs; PacGAN: Lin et al. 2018, Table 1, 10 runs):",
-        "",
-        common.table(["published", *headers[1:]], published),
-        "",
-        "Per seed (modes captured; HQ %; non-finite steps skipped):",
-        "",
-        common.table(["dataset / method", "modes per seed", "HQ % per seed", "skipped steps"], per_seed),
-    ])
+    ]
+    if best:
+        lines += ["The best recipe:", "", common.table(headers, [row(m) for m in best]), ""]
+    lines += ["Every method:", "", common.table(headers, [row(m) for m in ("data", *others)]), "",
+              "Over-concentration check and cost: ≤1σ % = share of samples within 1σ of their nearest mean (the data: "
+              "1 − e^{−0.5} = 39.3 %; far above it, the model concentrates on the mode centres); seconds of "
+              "training (all seeds; methods with the same config share one training, counted in each) and of "
+              "sampling (DRS / MH: critic refit, calibration, proposals):", "",
+              common.table(cost_headers, [cost(m) for m in (*best, *others)]), "",
+              "Methods (presets of `experiments/configs/common.py`, overrides of their config, sampler):", "",
+              common.table(["method", "preset", "overrides", "sampler", "what"], described), "",
+              f"DRS / MH-GAN: the critic trained on alone for {refine['refit_steps']} steps (logistic loss, no "
+              f"penalty, Adam {refine['refit_learning_rate']:g}{' decayed to 0 on a cosine' * refine['refit_cosine']}, "
+              f"batch {refine['refit_batch']}) against the "
+              f"sampling generator, logits calibrated on {refine['calibration']} held-out real and generated "
+              f"samples; {refine['proposals']} × {n_samples} proposals; DRS accepts with σ(F − γ), F = d − "
+              "log(1 − exp(d − ε)), d = min(l − M, 0) (Azadi et al. 2019), M = the "
+              f"{refine['max_logit_percentile']:g}th percentile of the logits l, γ = "
+              + ("none (accept with exp(d))" if refine["gamma_percentile"] is None else
+                 f"the {refine['gamma_percentile']:g}th percentile of F") +
+              f"; MH: {n_samples} chains of {refine['proposals']} proposals, each starting at its first.", "",
+              "Published (same distributions and protocol, much longer training; VEEGAN: Srivastava et al. 2017, "
+              "Table 1, 5 runs; PacGAN: Lin et al. 2018, Table 1, 10 runs; GDPP: Elfeki et al. 2019, Table 1):", "",
+              common.table(["published", *headers[2:]], published), "",
+              "Per seed (modes captured; HQ %; rev-KL; non-finite steps skipped):", "",
+              common.table(["dataset / method", "modes per seed", "HQ % per seed", "rev-KL per seed",
+                            "skipped steps"], per_seed)]
+    if stale:
+        lines += ["", f"Stored results not shown (computed with other settings; rerun them): {', '.join(stale)}."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    start = time.perf_counter()
+    result = run(common.OUTDIR.value, quick=common.QUICK.value, seeds=SEEDS_FLAG.value, methods=METHODS_FLAG.value)
+    print(result["markdown"])
+    print(f"\n{NAME}: {time.perf_counter() - start:.1f} s; wrote {os.path.join(common.OUTDIR.value, NAME + '.md')} "
+          f"and {result['png']}")
 
 
 if __name__ == "__main__":
-    common.main(run, NAME)
+    app.run(main)

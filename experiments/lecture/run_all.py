@@ -33,6 +33,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(2, "Two-sample classifier: accuracy → 0.5 as the generator matches the data", "two_sample_classifier"),
     Claim(3, "The optimal discriminator D* and V(G, D*) = 2·JSD − 2·log 2", "optimal_discriminator"),
     Claim(4, "Mode covering (forward KL) vs mode seeking (reverse KL)", "mode_covering_seeking"),
+    Claim(4, "Mode covering vs mode seeking by adversarial training (f-GAN losses)", "fgan_covering_seeking"),
     Claim(5, "Disjoint supports: KL = ∞, JSD = log 2, W = |θ|", "disjoint_supports"),
     Claim(6, "Mode collapse: GAN vs unrolled GAN vs WGAN", "mode_collapse"),
     Claim(7, "W is continuous; KL-convergence implies JSD- and W-convergence, not conversely", "convergence_hierarchy"),
