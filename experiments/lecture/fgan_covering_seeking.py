@@ -215,7 +215,7 @@ def _markdown(fits, sizes, seeds, starts, descent_steps) -> str:
         form = {("saddle", True): "saddle: E_Q[log(1 − D)] (minimax)", ("saddle", False): "saddle: −E_Q[f*(T)]",
                 ("alternative", True): "alternative: −E_Q[log D] (non-saturating)",
                 ("alternative", False): "alternative: −E_Q[T] (losses.py)"}[(obj.form, obj.loss == "non_saturating")]
-        reference = ("– (∞ at the starts with σ0 ≥ 1/√2)" if obj.reference is None else
+        reference = ("– (½∫q²/p = ∞ for σ ≥ 1/√2, e.g. at the start (1, 1))" if obj.reference is None else
                      " ".join(f"({r['reference'][0]:.2f}, {r['reference'][1]:.2f})" for r in runs))
         skipped = sum(r["skipped"] for r in runs)
         rows.append([obj.label, f"`{obj.loss}`", form, obj.descends,
