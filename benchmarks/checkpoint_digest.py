@@ -32,7 +32,7 @@ from absl import logging as absl_logging  # noqa: E402
 
 from experiments.configs import common  # noqa: E402
 from gan_jax import checkpoint  # noqa: E402
-from gan_jax import train as engine_lib  # noqa: E402
+from gan_jax import engine as engine_lib  # noqa: E402
 from gan_jax.data import make_source  # noqa: E402
 
 

@@ -2,7 +2,7 @@
 
 One run on one machine measures generator steps/s of the ring8 WGAN-GP (MLP generator and critic of depth 3,
 batch 256, n_critic 5, λ = 0.1, Adam(1e-4, 0.5, 0.9)) at widths 64, 128 and 512, implemented as
-  engine K=1, K=k   gan_jax.train.make_train_step with 1 and k generator steps per jitted call;
+  engine K=1, K=k   gan_jax.engine.make_train_step with 1 and k generator steps per jitted call;
   engine K=1, XLA default matmuls
                     the same with train.cpu_matmuls = "xla_default" (YNNPACK fusions in jax 0.10);
   hand-written JAX  plain jnp MLPs, jax.grad, optax.adam, vmap-grad penalty, n_critic in lax.scan,
@@ -215,16 +215,16 @@ def step_jaxpr_flops(step: Callable, *args: Any) -> float:
 
 def digits_count_check(cfg) -> tuple[float, float]:
     """(jaxpr count, XLA count) in GFLOP of the engine step with n_critic = 1, where XLA's count is exact."""
-    from gan_jax import parallel, train
+    from gan_jax import engine as engine_lib, parallel
     from gan_jax.data import make_source
 
     cfg = cfg.copy_and_resolve_references()
     cfg.loss.n_critic = 1
     source = make_source(cfg.data)
-    engine = train.make_engine(cfg, source.shape)
+    engine = engine_lib.make_engine(cfg, source.shape)
     mesh = parallel.make_mesh(1)
-    step = train.make_train_step(cfg, engine, source, mesh, steps_per_call=1)
-    args = (parallel.replicate(train.create_state(cfg, engine, source.shape), mesh),
+    step = engine_lib.make_train_step(cfg, engine, source, mesh, steps_per_call=1)
+    args = (parallel.replicate(engine_lib.create_state(cfg, engine, source.shape), mesh),
             parallel.replicate(source.arrays, mesh))
     return step_jaxpr_flops(step, *args) / 1e9, xla_flops(step, *args)[0] / 1e9
 
@@ -252,14 +252,14 @@ class EngineBench(NamedTuple):
 
 def engine_bench(cfg, steps_per_call: int, name: str, num_devices: int = 1) -> EngineBench:
     """The engine's jitted call of `steps_per_call` generator steps on a mesh of `num_devices`."""
-    from gan_jax import parallel, train
+    from gan_jax import engine as engine_lib, parallel
     from gan_jax.data import make_source
 
     source = make_source(cfg.data)
-    engine = train.make_engine(cfg, source.shape)
+    engine = engine_lib.make_engine(cfg, source.shape)
     mesh = parallel.make_mesh(num_devices)
-    step = train.make_train_step(cfg, engine, source, mesh, steps_per_call=steps_per_call)
-    state = parallel.replicate(train.create_state(cfg, engine, source.shape), mesh)
+    step = engine_lib.make_train_step(cfg, engine, source, mesh, steps_per_call=steps_per_call)
+    state = parallel.replicate(engine_lib.create_state(cfg, engine, source.shape), mesh)
     arrays = parallel.replicate(source.arrays, mesh)
     gflop = step_jaxpr_flops(step, state, arrays) / steps_per_call / 1e9
     scanned, compile_s = xla_flops(step, state, arrays)

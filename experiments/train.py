@@ -29,7 +29,7 @@ from tqdm import tqdm
 from gan_jax import config as config_lib
 from gan_jax import metrics as metrics_lib
 from gan_jax import parallel, plotting
-from gan_jax import train as engine_lib
+from gan_jax import engine as engine_lib
 from gan_jax import checkpoint
 from gan_jax import workdir as workdir_lib
 from gan_jax.data import DataSource, make_source
@@ -352,7 +352,8 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, checkpointer: checkpoin
                     last = checkpointer.latest_step()
                     raise NonFiniteLossError(
                         f"non-finite loss or parameters at step {bad} "
-                        f"(d_loss={chunk['d_loss'].tolist()}, g_loss={chunk['g_loss'].tolist()}); the state was "
+                        f"(critic_loss={chunk['critic_loss'].tolist()}, generator_loss={chunk['generator_loss'].tolist()}); "
+                        "the state was "
                         f"not updated and not saved. Last good checkpoint: "
                         f"{'step %d in %s' % (last, checkpointer.directory) if last is not None else 'none'}. "
                         "Lower the learning rates or raise the penalty weight.")
@@ -362,7 +363,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, checkpointer: checkpoin
                     values = {name: float(np.mean(v)) for name, v in chunk.items() if name != "nonfinite"}
                     values["steps_per_sec"] = (step - start) / (time.perf_counter() - t0)
                     log.write(step, values)
-                    bar.set_postfix(d=f"{values['d_loss']:.3f}", g=f"{values['g_loss']:.3f}")
+                    bar.set_postfix(critic=f"{values['critic_loss']:.3f}", generator=f"{values['generator_loss']:.3f}")
                 if _crossed(step, previous, cfg.train.sample_every) and step < cfg.train.steps:
                     samples = sample()  # every process takes part in the computation; process 0 plots
                     if writer:

@@ -74,7 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
         opt.b2 = 0.9
         # Learning rate over generator steps, for both roles (the critic's n_critic updates of one generator
         # step share its rate): "constant" | "step" (× decay_factor at each of `boundaries`) | "cosine" (from
-        # learning_rate to alpha·learning_rate over decay_steps, then constant). gan_jax.train.learning_rate_schedule.
+        # learning_rate to alpha·learning_rate over decay_steps, then constant). gan_jax.engine.learning_rate_schedule.
         opt.schedule = "constant"
         opt.boundaries = ()  # step: increasing generator steps, e.g. (2250,)
         opt.decay_factor = 0.1  # step
@@ -86,7 +86,7 @@ def base_config() -> ml_collections.ConfigDict:
     cfg.train.steps = 2000  # generator updates
     cfg.train.steps_per_call = 10  # K generator steps fused into one jitted call
     # Generator EMA (Yazıcı et al. 2019): β of a debiased exponential moving average of the generator's
-    # parameters, kept in the state; samples, figures and metrics use it (gan_jax.train.sampling_params). 0 = off.
+    # parameters, kept in the state; samples, figures and metrics use it (gan_jax.engine.sampling_params). 0 = off.
     cfg.train.ema_decay = 0.0
     # Unroll the n_critic (and unrolled-GAN) loops into straight-line code. XLA:CPU runs convolutions
     # inside a while loop 5-7x slower than outside one (measured, jax 0.10); costs compile time.

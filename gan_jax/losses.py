@@ -1,11 +1,11 @@
 """Adversarial losses on critic outputs (logits), chosen by name from one registry.
 
-Each loss is an `AdversarialLoss`: a discriminator (critic) loss and a generator loss, both to be
+Each loss is an `AdversarialLoss`: a critic loss and a generator loss, both to be
 MINIMISED, both weighted means over examples of a per-example term::
 
     loss = gan_jax.losses.get("non_saturating")
-    d_loss = loss.discriminator(real_logits, fake_logits)
-    g_loss = loss.generator(fake_logits)
+    critic_loss = loss.critic(real_logits, fake_logits)
+    generator_loss = loss.generator(fake_logits)
 
 For "minimax" and "non_saturating", D(x) = sigmoid(logit) and the logs are taken in stable form:
 log D = log_sigmoid(l) = −softplus(−l), log(1 − D) = log_sigmoid(−l) = −softplus(l).
@@ -27,10 +27,10 @@ Term = Callable[[jax.Array], jax.Array]
 
 
 class AdversarialLoss(NamedTuple):
-    """A named pair of losses to minimise: discriminator(real, fake, real_w, fake_w), generator(fake, w)."""
+    """A named pair of losses to minimise: critic(real, fake, real_w, fake_w), generator(fake, w)."""
 
     name: str
-    discriminator: Callable[..., jax.Array]
+    critic: Callable[..., jax.Array]
     generator: Callable[..., jax.Array]
 
 

@@ -334,7 +334,7 @@ def fit_calibration(real_scores: jax.Array, fake_scores: jax.Array, steps: int =
     mean, std = jnp.mean(pooled), jnp.std(pooled)
     std = jnp.where(std > 0, std, 1.0)
     real, fake = (real - mean) / std, (fake - mean) / std
-    bce = losses.get("minimax").discriminator  # E_real softplus(−l) + E_fake softplus(l)
+    bce = losses.get("minimax").critic  # E_real softplus(−l) + E_fake softplus(l)
 
     def objective(theta):
         return bce(theta[0] * real + theta[1], theta[0] * fake + theta[1]) + 0.5 * l2 * theta[0] ** 2

@@ -20,7 +20,7 @@ from gan_jax import checkpoint as ckpt
 from gan_jax import config as config_lib
 from gan_jax import workdir as workdir_lib
 from gan_jax.checkpoint import IncompatibleCheckpointError
-from gan_jax.train import TrainState
+from gan_jax.engine import TrainState
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -330,7 +330,7 @@ def _script(body):
 
     helpers = "\n".join(inspect.getsource(f) for f in (_state, _small_config, _flip_a_byte_of_u))
     imports = ("import os\nimport numpy as np\nimport jax.numpy as jnp\nimport jax\n"
-               "from gan_jax import config as config_lib\nfrom gan_jax.train import TrainState\n")
+               "from gan_jax import config as config_lib\nfrom gan_jax.engine import TrainState\n")
     return body.replace("HELPERS", imports + helpers)
 
 

@@ -17,10 +17,10 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import train as cli
+from experiments import train as train_cli
 from experiments.configs import common as configs
 from experiments.lecture import fgan_covering_seeking, mode_collapse, two_sample_classifier
-from gan_jax import train as engine_lib
+from gan_jax import engine as engine_lib
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -94,7 +94,7 @@ def test_train_and_sample_matches_the_engine_cli(tmp_path):
     samples, skipped = mode_collapse.train_and_sample(cfg, [3], [10, 20], 64, decay_from=10, decay_factor=1.0)
     assert samples.shape == (1, 2, 64, 2) and skipped.tolist() == [0]
 
-    cli.train_and_evaluate(cfg, str(tmp_path), progress=False)
+    train_cli.train_and_evaluate(cfg, str(tmp_path), progress=False)
     state = cli.restore_state(str(tmp_path))
     engine = engine_lib.make_engine(cfg, (2,))
     z = jax.random.normal(jax.random.key(cfg.seed + 1), (64, cfg.model.latent_dim))

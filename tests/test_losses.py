@@ -55,14 +55,14 @@ def test_unknown_name_lists_valid_names():
 
 
 def test_bce_discriminator_is_shared():
-    assert losses.get("minimax").discriminator is losses.get("non_saturating").discriminator
+    assert losses.get("minimax").critic is losses.get("non_saturating").critic
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_matches_naive_float64_formulas(name):
     loss = losses.get(name)
     d_ref, g_ref = REFERENCE[name]
-    np.testing.assert_allclose(loss.discriminator(REAL, FAKE), d_ref(REAL, FAKE), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(loss.critic(REAL, FAKE), d_ref(REAL, FAKE), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(loss.generator(FAKE), g_ref(FAKE), rtol=1e-6, atol=1e-6)
 
 
@@ -82,7 +82,7 @@ def test_matches_naive_float64_formulas(name):
 )
 def test_hand_values(name, real, fake, d_expected, g_expected):
     loss = losses.get(name)
-    np.testing.assert_allclose(loss.discriminator(jnp.array(real), jnp.array(fake)), d_expected, rtol=1e-6)
+    np.testing.assert_allclose(loss.critic(jnp.array(real), jnp.array(fake)), d_expected, rtol=1e-6)
     np.testing.assert_allclose(loss.generator(jnp.array(fake)), g_expected, rtol=1e-6)
 
 
@@ -104,7 +104,7 @@ TFGAN_FAKE = np.array([10.0, 4.4, -5.5, 3.6], np.float32)
 )
 def test_tfgan_published_values_same_convention(name, tfgan_d, tfgan_g):
     loss = losses.get(name)
-    np.testing.assert_allclose(loss.discriminator(TFGAN_REAL, TFGAN_FAKE), tfgan_d, atol=1e-5)
+    np.testing.assert_allclose(loss.critic(TFGAN_REAL, TFGAN_FAKE), tfgan_d, atol=1e-5)
     np.testing.assert_allclose(loss.generator(TFGAN_FAKE), tfgan_g, atol=1e-5)
 
 
@@ -120,7 +120,7 @@ def test_tfgan_published_bce_discriminator_converted_from_label_smoothing():
     # 6.19637 − 0.125·mean(real) = 6.19637 − 0.125·2.9.
     ours = 6.19637 - 0.125 * np.mean(TFGAN_REAL)
     for name in ("minimax", "non_saturating"):
-        np.testing.assert_allclose(losses.get(name).discriminator(TFGAN_REAL, TFGAN_FAKE), ours, atol=1e-5)
+        np.testing.assert_allclose(losses.get(name).critic(TFGAN_REAL, TFGAN_FAKE), ours, atol=1e-5)
 
 
 def test_tfgan_published_minimax_generator_converted():
@@ -136,7 +136,7 @@ def test_weight_scale_invariance_differs_from_tfgan_on_purpose():
     # mean is sum(w·l) / sum(w), so a scalar weight leaves the loss unchanged.
     loss = losses.get("least_squares")
     np.testing.assert_allclose(loss.generator(TFGAN_FAKE, 2.3), 17.69625, atol=1e-5)
-    np.testing.assert_allclose(loss.discriminator(TFGAN_REAL, TFGAN_FAKE, 2.3, 2.3), 41.73375, atol=1e-4)
+    np.testing.assert_allclose(loss.critic(TFGAN_REAL, TFGAN_FAKE, 2.3, 2.3), 41.73375, atol=1e-4)
 
 
 def test_vanishing_gradient_of_saturating_generator():
@@ -157,11 +157,11 @@ def test_stable_at_extreme_logits():
     np.testing.assert_allclose(losses.get("minimax").generator(jnp.array([100.0])), -100.0, rtol=1e-6)
     np.testing.assert_allclose(losses.get("non_saturating").generator(jnp.array([-100.0])), 100.0, rtol=1e-6)
     np.testing.assert_allclose(
-        losses.get("minimax").discriminator(jnp.array([-100.0]), jnp.array([100.0])), 200.0, rtol=1e-6
+        losses.get("minimax").critic(jnp.array([-100.0]), jnp.array([100.0])), 200.0, rtol=1e-6
     )
     for name in ALL:
         loss = losses.get(name)
-        d_grads = jax.grad(loss.discriminator, argnums=(0, 1))(big, big)
+        d_grads = jax.grad(loss.critic, argnums=(0, 1))(big, big)
         g_grad = jax.grad(loss.generator)(big)
         for g in (*d_grads, g_grad):
             assert np.all(np.isfinite(g)), (name, g)
@@ -171,7 +171,7 @@ def test_stable_at_extreme_logits():
 def test_jit_and_column_logits(name):
     loss = losses.get(name)
     d_ref, g_ref = REFERENCE[name]
-    d = jax.jit(loss.discriminator)(REAL[:, None], FAKE[:, None])
+    d = jax.jit(loss.critic)(REAL[:, None], FAKE[:, None])
     g = jax.jit(loss.generator)(FAKE[:, None])
     np.testing.assert_allclose(d, d_ref(REAL, FAKE), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(g, g_ref(FAKE), rtol=1e-6, atol=1e-6)
@@ -183,7 +183,7 @@ def test_vmap_over_stacked_batches():
     fake = np.stack([FAKE[:4], FAKE[1:] - 1, FAKE[:4] * 0.5])
     d_ref, g_ref = REFERENCE["non_saturating"]
     np.testing.assert_allclose(
-        jax.vmap(loss.discriminator)(real, fake), [d_ref(r, f) for r, f in zip(real, fake)], rtol=1e-6
+        jax.vmap(loss.critic)(real, fake), [d_ref(r, f) for r, f in zip(real, fake)], rtol=1e-6
     )
     np.testing.assert_allclose(jax.vmap(loss.generator)(fake), [g_ref(f) for f in fake], rtol=1e-6)
 
@@ -195,7 +195,7 @@ def test_pmap_over_two_devices():
     weights = np.array([[1.0, 2.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]], np.float32)
     d_ref, g_ref = REFERENCE["hinge"]
     devices = jax.devices()[:2]
-    d = jax.pmap(loss.discriminator, devices=devices)(real, fake)
+    d = jax.pmap(loss.critic, devices=devices)(real, fake)
     g = jax.pmap(loss.generator, devices=devices)(fake, weights)
     np.testing.assert_allclose(d, [d_ref(r, f) for r, f in zip(real, fake)], rtol=1e-6)
     # Device 0: −(1·(−1.1) + 2·0.5 + 0·(−2.5) + 1·0) / 4 = 0.025; device 1: unweighted.
@@ -209,7 +209,7 @@ def test_weighted_mean_hand_values():
     ls = losses.get("least_squares")
     # real [1, 3] weighted [3, 1]: (3·0 + 1·½·4) / 4 = 0.5; fake [0, −2] unweighted: (0 + ½·4) / 2 = 1.
     real_weights = jnp.array([[3.0], [1.0]])
-    d = ls.discriminator(jnp.array([1.0, 3.0]), jnp.array([0.0, -2.0]), real_weights=real_weights)
+    d = ls.critic(jnp.array([1.0, 3.0]), jnp.array([0.0, -2.0]), real_weights=real_weights)
     np.testing.assert_allclose(d, 1.5)
 
 
@@ -219,8 +219,8 @@ def test_zero_weight_removes_example(name):
     real_w = np.array([1.0, 0.0, 1.0, 1.0], np.float32)
     fake_w = np.array([0.0, 1.0, 1.0, 1.0, 1.0], np.float32)
     np.testing.assert_allclose(
-        loss.discriminator(REAL, FAKE, real_w, fake_w),
-        loss.discriminator(REAL[real_w > 0], FAKE[fake_w > 0]),
+        loss.critic(REAL, FAKE, real_w, fake_w),
+        loss.critic(REAL[real_w > 0], FAKE[fake_w > 0]),
         rtol=1e-6,
     )
     np.testing.assert_allclose(loss.generator(FAKE, fake_w), loss.generator(FAKE[fake_w > 0]), rtol=1e-6)
@@ -239,7 +239,7 @@ def test_all_zero_weights_give_zero_loss_and_finite_gradient():
 def test_bad_logit_shape_names_shape():
     loss = losses.get("minimax")
     with pytest.raises(ValueError, match=r"real_logits has shape \(4, 2\).*\(n,\) or \(n, 1\)"):
-        loss.discriminator(jnp.zeros((4, 2)), jnp.zeros(4))
+        loss.critic(jnp.zeros((4, 2)), jnp.zeros(4))
     with pytest.raises(ValueError, match=r"fake_logits has shape \(\)"):
         loss.generator(jnp.zeros(()))
 
@@ -247,9 +247,9 @@ def test_bad_logit_shape_names_shape():
 def test_mismatched_weights_name_both_shapes():
     loss = losses.get("wasserstein")
     with pytest.raises(ValueError, match=r"real_weights has shape \(3,\) but real_logits has shape \(4,\)"):
-        loss.discriminator(jnp.zeros(4), jnp.zeros(5), real_weights=jnp.ones(3))
+        loss.critic(jnp.zeros(4), jnp.zeros(5), real_weights=jnp.ones(3))
     with pytest.raises(ValueError, match=r"fake_weights has shape \(4,\) but fake_logits has shape \(5, 1\)"):
-        loss.discriminator(jnp.zeros(4), jnp.zeros((5, 1)), fake_weights=jnp.ones(4))
+        loss.critic(jnp.zeros(4), jnp.zeros((5, 1)), fake_weights=jnp.ones(4))
     with pytest.raises(ValueError, match=r"weights has shape \(2, 2\) but fake_logits has shape \(4,\)"):
         jax.jit(loss.generator)(jnp.zeros(4), jnp.ones((2, 2)))
 
@@ -330,7 +330,7 @@ def test_fgan_known_optimum_is_minus_divergence(name, seed):
     p, q = _two_distributions(seed)
     loss = losses.get(name)
     with jax.enable_x64(True):
-        objective = jax.jit(lambda v: loss.discriminator(v, v, real_weights=p, fake_weights=q))
+        objective = jax.jit(lambda v: loss.critic(v, v, real_weights=p, fake_weights=q))
         v_star = FGAN_TABLE[name]["v_star"](p, q)
         value = float(objective(v_star))
         np.testing.assert_allclose(value, -_f_divergence(name, p, q), rtol=1e-9, atol=1e-12)
@@ -349,7 +349,7 @@ def test_fgan_minimised_critic_recovers_divergence_and_optimal_critic(name, seed
     p, q = _two_distributions(seed)
     loss = losses.get(name)
     with jax.enable_x64(True):
-        value_and_grad = jax.jit(jax.value_and_grad(lambda v: loss.discriminator(v, v, p, q)))
+        value_and_grad = jax.jit(jax.value_and_grad(lambda v: loss.critic(v, v, p, q)))
 
         def fun(v):
             value, grad = value_and_grad(v)
@@ -373,7 +373,7 @@ def test_fgan_divergences_are_distinct_at_the_optimum():
 def test_fgan_matches_naive_float64_formulas(name):
     loss = losses.get(name)
     d_ref, g_ref = _fgan_reference(name)
-    np.testing.assert_allclose(loss.discriminator(REAL, FAKE), d_ref(REAL, FAKE), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(loss.critic(REAL, FAKE), d_ref(REAL, FAKE), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(loss.generator(FAKE), g_ref(FAKE), rtol=1e-5, atol=1e-5)
 
 
@@ -391,7 +391,7 @@ def test_fgan_js_is_the_gan_loss_shifted_by_log_2():
     # −g(v) = softplus(−v) − log 2 and f*(g(v)) = softplus(v) − log 2: BCE − 2·log 2; generator: the
     # non-saturating loss − log 2.
     fgan, ns = losses.get("fgan_js"), losses.get("non_saturating")
-    np.testing.assert_allclose(fgan.discriminator(REAL, FAKE), ns.discriminator(REAL, FAKE) - 2 * np.log(2), rtol=1e-6)
+    np.testing.assert_allclose(fgan.critic(REAL, FAKE), ns.critic(REAL, FAKE) - 2 * np.log(2), rtol=1e-6)
     np.testing.assert_allclose(fgan.generator(FAKE), ns.generator(FAKE) - np.log(2), rtol=1e-6)
 
 
@@ -399,12 +399,12 @@ def test_fgan_stable_at_large_logits():
     # The JS conjugate composed naively, −log(2 − exp(g(v))), is inf at v = 30 in float32 (2·sigmoid(30) = 2).
     big = jnp.array([100.0, -100.0])
     js = losses.get("fgan_js")
-    np.testing.assert_allclose(js.discriminator(big, big), (100 + 100 - 4 * np.log(2)) / 2, rtol=1e-6)
+    np.testing.assert_allclose(js.critic(big, big), (100 + 100 - 4 * np.log(2)) / 2, rtol=1e-6)
     moderate = jnp.array([30.0, -30.0])
     for name in FGAN:
         loss = losses.get(name)
-        values = (loss.discriminator(moderate, moderate), loss.generator(moderate))
-        grads = (*jax.grad(loss.discriminator, argnums=(0, 1))(moderate, moderate), jax.grad(loss.generator)(moderate))
+        values = (loss.critic(moderate, moderate), loss.generator(moderate))
+        grads = (*jax.grad(loss.critic, argnums=(0, 1))(moderate, moderate), jax.grad(loss.generator)(moderate))
         for x in (*values, *grads):
             assert np.all(np.isfinite(x)), (name, x)
 
@@ -414,7 +414,7 @@ def test_fgan_jit_grad_vmap(name):
     loss = losses.get(name)
     d_ref, g_ref = _fgan_reference(name)
     # jit, column logits.
-    np.testing.assert_allclose(jax.jit(loss.discriminator)(REAL[:, None], FAKE[:, None]), d_ref(REAL, FAKE), rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(loss.critic)(REAL[:, None], FAKE[:, None]), d_ref(REAL, FAKE), rtol=1e-5)
     np.testing.assert_allclose(jax.jit(loss.generator)(FAKE[:, None]), g_ref(FAKE), rtol=1e-5)
     # grad against central differences of the naive float64 formulas.
     eps = 1e-5
@@ -427,7 +427,7 @@ def test_fgan_jit_grad_vmap(name):
                 for e in np.eye(x.size)
             ]
         )
-        grad = jax.jit(jax.grad(loss.discriminator, argnums=arg))(REAL, FAKE)
+        grad = jax.jit(jax.grad(loss.critic, argnums=arg))(REAL, FAKE)
         np.testing.assert_allclose(grad, num, rtol=1e-4, atol=1e-6)
     x = np.asarray(FAKE, np.float64)
     num = np.array([(g_ref(x + eps * e) - g_ref(x - eps * e)) / (2 * eps) for e in np.eye(x.size)])
@@ -436,7 +436,7 @@ def test_fgan_jit_grad_vmap(name):
     real = np.stack([REAL, REAL[::-1] * 0.5, -REAL])
     fake = np.stack([FAKE[:4], FAKE[1:] - 1, FAKE[:4] * 0.5])
     np.testing.assert_allclose(
-        jax.vmap(loss.discriminator)(real, fake), [d_ref(r, f) for r, f in zip(real, fake)], rtol=1e-5
+        jax.vmap(loss.critic)(real, fake), [d_ref(r, f) for r, f in zip(real, fake)], rtol=1e-5
     )
     np.testing.assert_allclose(jax.vmap(loss.generator)(fake), [g_ref(f) for f in fake], rtol=1e-5)
 

@@ -8,7 +8,7 @@ import pytest
 
 from gan_jax import config as config_lib
 from gan_jax import models, parallel
-from gan_jax import train as engine_lib
+from gan_jax import engine as engine_lib
 from gan_jax.data import make_source
 from experiments import launch_local
 
@@ -91,10 +91,10 @@ def test_bfloat16_compute_keeps_float32_state_and_first_step_losses_close(name):
                                                     state.generator_opt_state, state.critic_opt_state))
                   if jnp.issubdtype(leaf.dtype, jnp.floating)]
         assert all(leaf.dtype == jnp.float32 for leaf in floats)
-        assert all(np.isfinite(metrics[dtype][k]).all() for k in ("d_loss", "g_loss", "penalty"))
+        assert all(np.isfinite(metrics[dtype][k]).all() for k in ("critic_loss", "generator_loss", "penalty"))
     # bfloat16 keeps 8 significant bits (relative rounding 2^-8 = 0.4 %). Measured on the default ring8 and
     # digits WGAN-GP configs: first-step |Δd_loss| = 3.4e-4 / 8.7e-4, |Δg_loss| = 2.1e-4 / 2.1e-4.
-    for key in ("d_loss", "g_loss"):
+    for key in ("critic_loss", "generator_loss"):
         np.testing.assert_allclose(metrics["bfloat16"][key], metrics["float32"][key], rtol=0.02, atol=5e-3)
 
 

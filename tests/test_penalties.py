@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from gan_jax import penalties
-from gan_jax.train import pack_samples
+from gan_jax.engine import pack_samples
 
 KEY = jax.random.PRNGKey(0)
 
@@ -123,7 +123,7 @@ def test_gp_per_example_keys_split_across_shards_match_the_whole_batch():
 
 
 def test_gp_on_packs_interpolates_the_samples_with_one_weight_per_pack():
-    # PacGAN (gan_jax.train): the GP of the packed critic is taken on packed real/fake with the key of each
+    # PacGAN (gan_jax.engine): the GP of the packed critic is taken on packed real/fake with the key of each
     # pack's first sample. Reference: interpolate the unpacked samples with u shared within each pack, pack
     # by hand, and take ‖∇f‖ of the quadratic packed critic f(p) = ½pᵀAp, ∇f = Ap, over all m·d inputs.
     m, d, n = 2, 3, 8

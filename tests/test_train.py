@@ -15,7 +15,7 @@ import pytest
 
 from experiments.configs import common
 from gan_jax import losses, parallel, penalties
-from gan_jax import train as engine_lib
+from gan_jax import engine as engine_lib
 from gan_jax.checkpoint import Checkpointer
 from gan_jax.data import DataSource, make_source
 
@@ -72,7 +72,7 @@ def test_one_step_equals_hand_composed_sgd_update(pack):
     def critic_loss(c):
         real, fake = inputs.real[0], gen(before.generator_params, inputs.critic_noise[0])
         real, fake = _hand_pack(real, pack), _hand_pack(fake, pack)
-        d = wasserstein.discriminator(critic(c, real), critic(c, fake))
+        d = wasserstein.critic(critic(c, real), critic(c, fake))
         keys = inputs.penalty_keys[0][::pack]
         return d + cfg.loss.penalty_weight * gp(functools.partial(critic, c), real, fake, keys)
 
@@ -89,7 +89,7 @@ def test_one_step_equals_hand_composed_sgd_update(pack):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got.generator_params,
                  expected_g)
     assert int(new_state.step) == 1
-    np.testing.assert_allclose(metrics["d_loss"][0], critic_loss(before.critic_params)
+    np.testing.assert_allclose(metrics["critic_loss"][0], critic_loss(before.critic_params)
                                - cfg.loss.penalty_weight * metrics["penalty"][0], rtol=1e-5)
 
 
@@ -105,7 +105,7 @@ def test_four_devices_equal_one_device_on_the_same_global_batch(method, pack):
     (one, m1), (four, m4) = results
     for name in ("generator_params", "critic_params"):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), getattr(one, name), getattr(four, name))
-    for name in ("d_loss", "g_loss", "penalty"):
+    for name in ("critic_loss", "generator_loss", "penalty"):
         np.testing.assert_allclose(m1[name], m4[name], rtol=1e-5, atol=1e-6)
 
 
@@ -123,10 +123,10 @@ def test_fused_steps_match_single_steps():
     singles = []
     for _ in range(5):
         state1, m = single(state1, source.arrays)
-        singles.append(float(m["d_loss"][0]))
+        singles.append(float(m["critic_loss"][0]))
     state5, m5 = fused(state5, source.arrays)
-    assert m5["d_loss"].shape == (5,)
-    np.testing.assert_allclose(m5["d_loss"], singles, rtol=1e-5)
+    assert m5["critic_loss"].shape == (5,)
+    np.testing.assert_allclose(m5["critic_loss"], singles, rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                  _numpy_tree(state1.generator_params), _numpy_tree(state5.generator_params))
 
@@ -139,7 +139,7 @@ def test_unrolled_loops_compute_the_same_steps(method):
                                            steps_per_call=2)
     looped, m_looped = looped_step(looped, source.arrays)
     unrolled, m_unrolled = unrolled_step(unrolled, source.arrays)
-    np.testing.assert_allclose(m_unrolled["d_loss"], m_looped["d_loss"], rtol=1e-5)
+    np.testing.assert_allclose(m_unrolled["critic_loss"], m_looped["critic_loss"], rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                  _numpy_tree(unrolled.critic_params), _numpy_tree(looped.critic_params))
 
@@ -237,7 +237,7 @@ def test_eigen_cpu_matmuls_compile_without_ynnpack_and_compute_the_same_step():
         results.append((text, _numpy_tree(state), jax.device_get(metrics)))
     (eigen_text, eigen, m_eigen), (_, default, m_default) = results
     assert "ynn_fusion" not in eigen_text, "cpu_matmuls='eigen' must compile without YNNPACK fusions"
-    np.testing.assert_allclose(m_eigen["d_loss"], m_default["d_loss"], rtol=1e-5)
+    np.testing.assert_allclose(m_eigen["critic_loss"], m_default["critic_loss"], rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                  eigen.critic_params, default.critic_params)
 
@@ -302,7 +302,7 @@ def test_ema_off_keeps_no_average_and_ema_on_leaves_the_training_bitwise_unchang
     assert on.generator_ema_params is not None
     for a, b in zip(jax.tree.leaves(off_tree), jax.tree.leaves(on_tree)):
         np.testing.assert_array_equal(a, b)
-    for name in ("d_loss", "g_loss", "penalty"):
+    for name in ("critic_loss", "generator_loss", "penalty"):
         np.testing.assert_array_equal(off_metrics[name], on_metrics[name])
 
 

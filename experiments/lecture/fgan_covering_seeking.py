@@ -109,7 +109,7 @@ def train(keys: jax.Array, inits: jax.Array, *, loss: str, form: str, steps: int
     data = toy.get("two_gaussians_1d")
     generator = models.MLPGenerator(output_dim=1, width=1, depth=0)  # G(z) = kernel·z + bias
     critic = models.MLPCritic(width=width, depth=depth)
-    d_loss, g_loss = losses.get(loss).discriminator, generator_loss(loss, form)
+    d_loss, g_loss = losses.get(loss).critic, generator_loss(loss, form)
     g_opt, c_opt = optax.adam(generator_lr, b1=0.5), optax.adam(critic_lr, b1=0.5)
     fake = lambda g, z: generator.apply({"params": g}, z)  # noqa: E731
     score = lambda c, x: critic.apply({"params": c}, x, train=False)  # noqa: E731

@@ -81,7 +81,7 @@ from absl import app, flags
 from experiments.configs import common as configs
 from experiments.lecture import common
 from gan_jax import losses, metrics, parallel, plotting, sampling
-from gan_jax import train as engine_lib
+from gan_jax import engine as engine_lib
 from gan_jax.data import make_source, toy
 
 NAME = "mode_collapse"
@@ -271,7 +271,7 @@ def make_refined_sampler(engine: engine_lib.Engine, dist: toy.ToyDistribution, l
         raise ValueError(f"{kind} needs one critic logit per sample; the critic scores packs of loss.pack="
                          f"{engine.pack} samples: use loss.pack=1")
     generate = lambda params, z: engine.generator.apply({"params": params}, z)  # noqa: E731
-    bce = losses.get("non_saturating").discriminator  # logistic: its optimum is logit = log π/p
+    bce = losses.get("non_saturating").critic  # logistic: its optimum is logit = log π/p
     rate = refine["refit_learning_rate"]
     if refine["refit_cosine"]:  # decays to 0 over the refit: a less noisy final critic
         rate = optax.cosine_decay_schedule(rate, refine["refit_steps"])

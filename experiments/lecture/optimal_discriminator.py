@@ -50,7 +50,7 @@ def train_discriminator(
     init_key, data_key, model_key = jax.random.split(key, 3)
     params = critic.init(init_key, jnp.zeros((1, 1)))
     optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05))
-    bce = losses.get("minimax").discriminator
+    bce = losses.get("minimax").critic
     real = data.sample(data_key, steps * batch).reshape(steps, batch, 1)
     fake = MODEL_MEAN + MODEL_STD * jax.random.normal(model_key, (steps, batch, 1))
 

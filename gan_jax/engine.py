@@ -2,7 +2,7 @@
 
 One generator step at step t:
   1. `n_critic` critic updates (in `lax.scan`), each on a fresh real batch and fresh fakes:
-     minimise loss.discriminator(f(x), f(G(z))) + λ·penalty;
+     minimise loss.critic(f(x), f(G(z))) + λ·penalty;
   2. one generator update minimising loss.generator(f_k(G(z))), where f_k is the critic after
      `unroll_steps` = k further differentiable critic updates (Metz et al. 2016; k = 0: the plain GAN).
 Every random draw is a pure function of (state.key, t), so a run resumed from a checkpoint repeats the
@@ -318,7 +318,7 @@ def _local_step(cfg: ml_collections.ConfigDict, engine: Engine, state: TrainStat
         # real and fake are packed apart (this device's batch is a multiple of m): no pack mixes the two.
         logits, new_c_state = _apply_critic(engine, c_params, c_state, jnp.concatenate([real, fake]), True)
         real_logits, fake_logits = jnp.split(logits, 2)
-        adversarial = engine.loss.discriminator(real_logits, fake_logits)
+        adversarial = engine.loss.critic(real_logits, fake_logits)
         # The penalty sees the packed critic on packed inputs: pack, then interpolate with one u per pack
         # (drawn from the key of the pack's first sample) — the same as interpolating the unpacked samples
         # with u shared within each pack and packing the result; norms are over all m·d inputs of a pack.
@@ -341,7 +341,7 @@ def _local_step(cfg: ml_collections.ConfigDict, engine: Engine, state: TrainStat
     (real_c, real_u), (z_c, z_u), (keys_c, keys_u) = map(split, inputs[:3])
 
     g_params = state.generator_params
-    critic_carry, (d_losses, penalty_values) = jax.lax.scan(
+    critic_carry, (critic_losses, penalty_values) = jax.lax.scan(
         functools.partial(critic_update, g_params),
         (state.critic_params, state.critic_state, state.critic_opt_state),
         (real_c, z_c, keys_c), unroll=unroll_loops)
@@ -356,7 +356,7 @@ def _local_step(cfg: ml_collections.ConfigDict, engine: Engine, state: TrainStat
         logits, _ = _apply_critic(engine, c_params, c_state, fake, False)
         return engine.loss.generator(logits)
 
-    g_loss, g_grads = jax.value_and_grad(generator_objective)(g_params)
+    generator_loss, g_grads = jax.value_and_grad(generator_objective)(g_params)
     g_grads = jax.lax.pmean(g_grads, DATA_AXIS)
     g_updates, g_opt_state = engine.generator_opt.update(g_grads, state.generator_opt_state, g_params)
     c_params, c_state, c_opt_state = critic_carry
@@ -372,8 +372,8 @@ def _local_step(cfg: ml_collections.ConfigDict, engine: Engine, state: TrainStat
         critic_opt_state=c_opt_state,
     )
     metrics = {
-        "d_loss": jnp.mean(d_losses),
-        "g_loss": g_loss,
+        "critic_loss": jnp.mean(critic_losses),
+        "generator_loss": generator_loss,
         "penalty": jnp.mean(penalty_values),
     }
     metrics = jax.lax.pmean(metrics, DATA_AXIS)

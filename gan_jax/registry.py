@@ -1,0 +1,46 @@
+"""One name table mechanism for every "choose by name" choice of the toolkit (losses, penalties, ...).
+
+    LOSSES = Registry("adversarial loss", {"hinge": HINGE, ...})
+    LOSSES.get("hinge")     # the entry
+    LOSSES.get("hing")      # ValueError: unknown adversarial loss 'hing'; valid names: hinge, ...
+
+Every table raises the same error wording, so the CLI reports any bad name the same way.
+"""
+
+from typing import Generic, Iterator, Mapping, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Mapping[str, T], Generic[T]):
+    """An immutable, ordered mapping name → entry whose lookups fail with "unknown {kind} 'name'; valid names: ..."."""
+
+    def __init__(self, kind: str, entries: Mapping[str, T]):
+        self.kind = kind
+        self._entries = dict(entries)
+
+    def __getitem__(self, name: str) -> T:
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise ValueError(f"unknown {self.kind} {name!r}; valid names: {', '.join(self._entries)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            return name in self._entries
+        except TypeError:  # an unhashable name is not a name
+            return False
+
+    def names(self) -> tuple[str, ...]:
+        """The valid names, in registration order."""
+        return tuple(self._entries)
+
+    def get(self, name: str) -> T:  # type: ignore[override]  # no default: an unknown name is an error
+        """The entry called `name`; ValueError naming the valid names otherwise."""
+        return self[name]
