@@ -53,8 +53,8 @@ def _same_shape(**arrays: ArrayLike) -> tuple[jax.Array, ...]:
     return tuple(arrays.values())
 
 
-def _safe_log(p: jax.Array) -> jax.Array:
-    """log p with log 0 = −inf and a finite (zero) gradient at p = 0 (double where)."""
+def safe_log(p: jax.Array) -> jax.Array:
+    """log p, with log 0 = −inf and a finite (zero) gradient at p = 0 (double where)."""
     positive = p > 0
     return jnp.where(positive, jnp.log(jnp.where(positive, p, 1.0)), -jnp.inf)
 
@@ -133,7 +133,7 @@ def total_variation_from_logs(log_p: ArrayLike, log_q: ArrayLike, dx: ArrayLike 
 def kl(p: ArrayLike, q: ArrayLike, dx: ArrayLike = 1.0) -> jax.Array:
     """KL(p‖q) = Σ p log(p/q) · dx over the last axis; 0·log 0 = 0, +inf if p > 0 where q = 0."""
     p, q = _same_shape(p=p, q=q)
-    return _sum_cells(_kl_terms(p, _safe_log(p), _safe_log(q)), dx)
+    return _sum_cells(_kl_terms(p, safe_log(p), safe_log(q)), dx)
 
 
 @jax.jit
@@ -146,7 +146,7 @@ def reverse_kl(p: ArrayLike, q: ArrayLike, dx: ArrayLike = 1.0) -> jax.Array:
 def js(p: ArrayLike, q: ArrayLike, dx: ArrayLike = 1.0) -> jax.Array:
     """JSD(p, q) = ½KL(p‖m) + ½KL(q‖m), m = ½(p+q); finite, in [0, log 2], = log 2 on disjoint supports."""
     p, q = _same_shape(p=p, q=q)
-    return _sum_cells(_js_terms(p, _safe_log(p), q, _safe_log(q)), dx)
+    return _sum_cells(_js_terms(p, safe_log(p), q, safe_log(q)), dx)
 
 
 @jax.jit

@@ -28,6 +28,8 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from gan_jax.divergences import safe_log
+
 # --------------------------------------------------------------------------------------------------
 # Input checks (Python level: shapes, and values when concrete) and safe elementwise pieces.
 
@@ -106,12 +108,6 @@ def _as_points(x: jax.Array) -> jax.Array:
 
 def _uniform(n: int, dtype) -> jax.Array:
     return jnp.full((n,), 1.0 / n, dtype)
-
-
-def _safe_log(w: jax.Array) -> jax.Array:
-    """log w with log 0 = −inf and a finite gradient at w = 0 (double where)."""
-    positive = w > 0
-    return jnp.where(positive, jnp.log(jnp.where(positive, w, 1.0)), -jnp.inf)
 
 
 def _abs(d: jax.Array) -> jax.Array:
@@ -590,7 +586,7 @@ def _sinkhorn_potentials(a, b, cost, epsilon, tol, max_iter, omega):
     (ω = 1: Sinkhorn; ω > 1 only at the target ε) until the row marginals of (f, g) are within tol·Σa in
     L1, or max_iter iterations; a last plain g-update then fits the columns.
     """
-    log_a, log_b = _safe_log(a), _safe_log(b)
+    log_a, log_b = safe_log(a), safe_log(b)
 
     def update_f(g, eps):
         return -eps * jax.nn.logsumexp(log_b[None, :] + (g[None, :] - cost) / eps, axis=1)
@@ -622,7 +618,7 @@ def _sinkhorn_potentials(a, b, cost, epsilon, tol, max_iter, omega):
 
 def _sinkhorn_outputs(a, b, cost, epsilon, f, g, regularized: bool):
     """(value, γ) from the potentials; value = OT_ε (dual objective) or ⟨γ, C⟩."""
-    log_plan = _safe_log(a)[:, None] + _safe_log(b)[None, :] + (f[:, None] + g[None, :] - cost) / epsilon
+    log_plan = safe_log(a)[:, None] + safe_log(b)[None, :] + (f[:, None] + g[None, :] - cost) / epsilon
     plan = jnp.exp(log_plan)
     if regularized:
         value = jnp.sum(a * f) + jnp.sum(b * g) - epsilon * (jnp.sum(plan) - jnp.sum(a) * jnp.sum(b))
