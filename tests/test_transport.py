@@ -138,8 +138,9 @@ def test_pmap_over_two_devices():
 @pytest.mark.parametrize("n, m, kind", [(64, 64, "random"), (64, 64, "points"), (150, 120, "points")])
 def test_emd_matches_pot(n, m, kind):
     (a, b, c), (a64, b64, c64) = _problem(n, m, kind)
-    value, plan = transport.emd(a, b, c)
-    plan = np.asarray(plan, np.float64)
+    result = transport.emd(a, b, c)
+    assert bool(result.converged) and result.n_iter.dtype == jnp.int32 and int(result.n_iter) > 0
+    value, plan = result.value, np.asarray(result.plan, np.float64)
     np.testing.assert_allclose(value, ot.emd2(a64, b64, c64), rtol=1e-5)
     np.testing.assert_allclose(plan.sum(1), a, atol=1e-6)
     np.testing.assert_allclose(plan.sum(0), b, atol=1e-6)
@@ -150,7 +151,9 @@ def test_emd_matches_pot(n, m, kind):
 def test_emd_jit_of_vmap_over_a_batch_matches_pot():
     problems = [_problem(20, 30, kind, seed) for seed, kind in enumerate(("random", "points", "random"))]
     a, b, c = (jnp.stack([p[0][i] for p in problems]) for i in range(3))
-    values, plans = jax.jit(jax.vmap(transport.emd))(a, b, c)
+    result = jax.jit(jax.vmap(transport.emd))(a, b, c)
+    assert np.all(result.converged) and result.n_iter.shape == (3,) and np.all(result.n_iter > 0)
+    values, plans = result.value, result.plan
     for ((a32, b32, _), ref), value, plan in zip(problems, values, np.asarray(plans, np.float64)):
         np.testing.assert_allclose(value, ot.emd2(*ref), rtol=1e-5)
         np.testing.assert_allclose(plan.sum(1), a32, atol=1e-6)
@@ -160,9 +163,9 @@ def test_emd_jit_of_vmap_over_a_batch_matches_pot():
 def test_emd_plan_and_gradients_match_pot_plan_and_duals():
     (a, b, c), (a64, b64, c64) = _problem(64, 64, "points")
     ref_plan, log = ot.emd(a64, b64, c64, log=True)
-    _, plan = transport.emd(a, b, c)
+    plan = transport.emd(a, b, c).plan
     np.testing.assert_allclose(plan, ref_plan, atol=1e-6)  # continuous random data: the optimum is unique
-    grad_a, grad_b, grad_c = jax.grad(lambda a, b, c: transport.emd(a, b, c)[0], argnums=(0, 1, 2))(a, b, c)
+    grad_a, grad_b, grad_c = jax.grad(lambda a, b, c: transport.emd(a, b, c).value, argnums=(0, 1, 2))(a, b, c)
     np.testing.assert_allclose(grad_c, ref_plan, atol=1e-6)
     # Duals are unique up to u + k, v − k for non-degenerate data; both sides are centred.
     np.testing.assert_allclose(grad_a, log["u"] - log["u"].mean(), atol=1e-4)
@@ -173,7 +176,8 @@ def test_emd_degenerate_problems():
     rng = _rng(9)
     x = rng.normal(size=(64, 2))
     same = ((x[:, None] - x[None]) ** 2).sum(-1)
-    value, plan = transport.emd(np.full(64, 1 / 64), np.full(64, 1 / 64), same)  # W = 0, identity plan
+    value, plan, converged, _ = transport.emd(np.full(64, 1 / 64), np.full(64, 1 / 64), same)  # W = 0, identity
+    assert bool(converged)
     assert float(value) == 0.0
     np.testing.assert_allclose(plan, np.eye(64) / 64, atol=1e-8)
     (a, b, c), _ = _problem(64, 64, "points")
@@ -181,16 +185,29 @@ def test_emd_degenerate_problems():
     a[[1, 5]], b[[0, 63]] = 0.0, 0.0  # zero weights
     a, b = a / a.sum(), b / b.sum()
     a64, b64 = a.astype(np.float64), b.astype(np.float64) * a.sum(dtype=np.float64) / b.sum(dtype=np.float64)
-    value, plan = transport.emd(a, b, c)
+    value, plan, converged, _ = transport.emd(a, b, c)
+    assert bool(converged)
     np.testing.assert_allclose(value, ot.emd2(a64, b64, c.astype(np.float64)), rtol=1e-5)
     assert np.all(np.asarray(plan)[[1, 5]] == 0) and np.all(np.asarray(plan)[:, [0, 63]] == 0)
 
 
 def test_emd_reports_nan_when_max_iter_is_too_small():
     (a, b, c), _ = _problem(64, 64, "random")
-    value, plan = transport.emd(a, b, c, max_iter=1)
+    value, plan, converged, n_iter = transport.emd(a, b, c, max_iter=1)
     assert np.isnan(value)
+    assert not bool(converged) and int(n_iter) == 1
     np.testing.assert_allclose(np.asarray(plan).sum(1), a, atol=1e-6)  # still a feasible plan
+
+
+def test_emd_n_iter_is_the_number_of_pricing_steps_needed():
+    (a, b, c), (a64, b64, c64) = _problem(64, 64, "random")  # the problem of test_emd_matches_pot
+    needed = int(transport.emd(a, b, c).n_iter)
+    # Capped at exactly n_iter pricing steps, the solve still finishes; one step fewer, it reports it.
+    enough = transport.emd(a, b, c, max_iter=needed)
+    assert bool(enough.converged) and int(enough.n_iter) == needed
+    np.testing.assert_allclose(enough.value, ot.emd2(a64, b64, c64), rtol=1e-5)
+    short = transport.emd(a, b, c, max_iter=needed - 1)
+    assert not bool(short.converged) and int(short.n_iter) == needed - 1 and np.isnan(short.value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -242,10 +259,16 @@ def test_wasserstein_p_gradient_matches_the_pot_plan():
 def test_sinkhorn_matches_pot(n, m, relative_eps, omega):
     (a, b, c), (a64, b64, c64) = _problem(n, m, "points")
     eps = relative_eps * float(np.median(c))
-    value, plan = transport.sinkhorn(a, b, c, eps, overrelaxation=omega)
+    result = transport.sinkhorn(a, b, c, eps, overrelaxation=omega)
     ref = ot.sinkhorn2(a64, b64, c64, eps, method="sinkhorn_log", numItermax=100_000, stopThr=1e-13)
-    np.testing.assert_allclose(value, ref, rtol=1e-4)
-    plan = np.asarray(plan, np.float64)
+    np.testing.assert_allclose(result.value, ref, rtol=1e-4)
+    plan = np.asarray(result.plan, np.float64)
+    if relative_eps >= 0.1:
+        assert bool(result.converged) and 0 < int(result.n_iter) < 10_000
+    else:  # tol = 1e-6 is below the float32 floor ≈ 3e-7 / relative_eps (docstring): the cap is reported
+        assert not bool(result.converged) and int(result.n_iter) == 10_000
+    # marginal_error is that L1 row error, summed in float32 (rounding ≈ 1e-8 here).
+    np.testing.assert_allclose(result.marginal_error, np.abs(plan.sum(1) - a).sum(), rtol=1e-2, atol=1e-7)
     # Columns: fitted by the last update, up to float32 rounding of exp((f + g − C)/ε), ≈ 1e-7·|C|/ε relative.
     np.testing.assert_allclose(plan.sum(0), b, rtol=10 * 1e-7 / relative_eps, atol=1e-7)
     # Rows: the stopping rule Σ|γ1 − a| ≤ tol = 1e-6 (then one column update), with the same rounding floor.
@@ -258,10 +281,11 @@ def test_sinkhorn_regularized_value_and_its_gradient():
     eps = 0.1 * float(np.median(c))
     ref_plan = ot.sinkhorn(a64, b64, c64, eps, method="sinkhorn_log", numItermax=100_000, stopThr=1e-13)
     kl = np.sum(ref_plan * np.log(ref_plan / np.outer(a64, b64)))
-    value, _ = transport.sinkhorn(a, b, c, eps, regularized=True)
+    value, _, converged, _, _ = transport.sinkhorn(a, b, c, eps, regularized=True)
+    assert bool(converged)
     np.testing.assert_allclose(value, np.sum(ref_plan * c64) + eps * kl, rtol=1e-4)
     # Danskin: ∂OT_ε/∂C = γ_ε exactly; check along a random direction by central differences.
-    f = lambda c: transport.sinkhorn(a, b, c, eps, regularized=True)[0]  # noqa: E731
+    f = lambda c: transport.sinkhorn(a, b, c, eps, regularized=True).value  # noqa: E731
     direction = jnp.asarray(rng.normal(size=c.shape), jnp.float32)
     h = 1e-2
     numeric = (f(c + h * direction) - f(c - h * direction)) / (2 * h)
@@ -271,8 +295,36 @@ def test_sinkhorn_regularized_value_and_its_gradient():
 def test_sinkhorn_approaches_emd_for_small_epsilon():
     (a, b, c), (a64, b64, c64) = _problem(64, 64, "points")
     exact = ot.emd2(a64, b64, c64)
-    value, _ = transport.sinkhorn(a, b, c, 1e-3 * float(np.median(c)), tol=1e-4)
+    value, _, converged, _, _ = transport.sinkhorn(a, b, c, 1e-3 * float(np.median(c)), tol=1e-4)
+    assert bool(converged)
     assert exact <= float(value) * (1 + 1e-5) and float(value) <= exact * 1.01
+
+
+def test_sinkhorn_reports_whether_it_converged():
+    (a, b, c), (a64, b64, c64) = _problem(64, 64, "points")  # a case of test_sinkhorn_matches_pot
+    eps = 0.1 * float(np.median(c))
+    ref = ot.sinkhorn2(a64, b64, c64, eps, method="sinkhorn_log", numItermax=100_000, stopThr=1e-13)
+    needed = int(transport.sinkhorn(a, b, c, eps).n_iter)
+    # max_iter too small for tol: stopped at the cap, and said so (ε-scaling alone takes more iterations).
+    capped = transport.sinkhorn(a, b, c, eps, max_iter=5)
+    assert not bool(capped.converged) and int(capped.n_iter) == 5
+    assert float(capped.marginal_error) > 1e-6 * a.sum()
+    # n_iter is the count the stopping rule needed: capped there it converges, one fewer it does not.
+    enough = transport.sinkhorn(a, b, c, eps, max_iter=needed)
+    assert bool(enough.converged) and int(enough.n_iter) == needed
+    np.testing.assert_allclose(enough.value, ref, rtol=1e-4)
+    short = transport.sinkhorn(a, b, c, eps, max_iter=needed - 1)
+    assert not bool(short.converged) and int(short.n_iter) == needed - 1
+
+
+def test_sinkhorn_flags_under_jit_of_vmap():
+    (a, b, c), (a64, b64, c64) = _problem(64, 64, "points")
+    epsilons = np.array([0.1, 1e-3]) * float(np.median(c))  # converges in ~100 iterations; below the float32 floor
+    result = jax.jit(jax.vmap(lambda eps: transport.sinkhorn(a, b, c, eps, max_iter=1000)))(epsilons)
+    np.testing.assert_array_equal(result.converged, [True, False])
+    assert 0 < int(result.n_iter[0]) < 1000 and int(result.n_iter[1]) == 1000
+    ref = ot.sinkhorn2(a64, b64, c64, epsilons[0], method="sinkhorn_log", numItermax=100_000, stopThr=1e-13)
+    np.testing.assert_allclose(result.value[0], ref, rtol=1e-4)
 
 
 def test_sinkhorn_divergence_matches_pot_and_is_debiased():
@@ -288,10 +340,18 @@ def test_sinkhorn_divergence_matches_pot_and_is_debiased():
 
     ref = ot_eps(x, y) - 0.5 * ot_eps(x, x) - 0.5 * ot_eps(y, y)
     got = transport.sinkhorn_divergence(x, y, eps)
-    np.testing.assert_allclose(got, ref, rtol=1e-3)
-    assert abs(float(transport.sinkhorn_divergence(x, x, eps))) < 1e-5
-    grad = jax.grad(lambda x: transport.sinkhorn_divergence(x, y, eps))(jnp.asarray(x))
+    np.testing.assert_allclose(got.value, ref, rtol=1e-3)
+    assert bool(got.converged) and 0 < int(got.n_iter) < 10_000
+    debiased = transport.sinkhorn_divergence(x, x, eps)
+    assert abs(float(debiased.value)) < 1e-5 and bool(debiased.converged)
+    grad = jax.grad(lambda x: transport.sinkhorn_divergence(x, y, eps).value)(jnp.asarray(x))
     assert np.all(np.isfinite(grad))
+    # n_iter is the largest count of the three solves: capped there, all finish; one fewer, one does not.
+    enough = transport.sinkhorn_divergence(x, y, eps, max_iter=int(got.n_iter))
+    assert bool(enough.converged) and int(enough.n_iter) == int(got.n_iter)
+    np.testing.assert_allclose(enough.value, ref, rtol=1e-3)
+    short = transport.sinkhorn_divergence(x, y, eps, max_iter=int(got.n_iter) - 1)
+    assert not bool(short.converged) and int(short.n_iter) == int(got.n_iter) - 1
 
 
 # --------------------------------------------------------------------------------------------------
