@@ -10,7 +10,7 @@
 * The GAN objective on discrete distributions: optimal discriminator D* = p_data/(p_data + p_model)
   and V(G, D); at D = D*, V = 2·JSD − 2·log 2.
 
-Logs are natural (nats). Divergences are chosen by name from one registry: `get(name)`, `names()`.
+Logs are natural (nats). Divergences are chosen by name from one registry, `DIVERGENCES`: `get(name)`, `names()`.
 The array functions are `jax.jit`-compiled (shape checks run once, at trace time) and compose with
 `jit`, `grad`, `vmap` and `pmap`.
 """
@@ -21,6 +21,8 @@ from typing import Callable, NamedTuple, Union
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
+
+from gan_jax.registry import Registry
 
 _LOG2 = math.log(2.0)
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -107,7 +109,10 @@ def kl_from_logs(log_p: ArrayLike, log_q: ArrayLike, dx: ArrayLike = 1.0) -> jax
 
 @jax.jit
 def reverse_kl_from_logs(log_p: ArrayLike, log_q: ArrayLike, dx: ArrayLike = 1.0) -> jax.Array:
-    """KL(q‖p) = kl_from_logs(log_q, log_p, dx)."""
+    """KL(q‖p) = kl_from_logs(log_q, log_p, dx): the mode-seeking direction when q is the model.
+
+    +inf where log p = −inf at a cell with log q > −inf (the model puts mass where the data has none).
+    """
     return kl_from_logs(log_q, log_p, dx)
 
 
@@ -168,28 +173,14 @@ class Divergence(NamedTuple):
     from_logs: FromLogs
 
 
-_REGISTRY: dict[str, Divergence] = {
-    d.name: d
-    for d in (
-        Divergence("kl", kl, kl_from_logs),
-        Divergence("reverse_kl", reverse_kl, reverse_kl_from_logs),
-        Divergence("js", js, js_from_logs),
-        Divergence("total_variation", total_variation, total_variation_from_logs),
-    )
-}
-
-
-def names() -> tuple[str, ...]:
-    """Names of the registered divergences."""
-    return tuple(_REGISTRY)
-
-
-def get(name: str) -> Divergence:
-    """The divergence called `name`; ValueError listing the valid names otherwise."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"Unknown divergence {name!r}; valid names: {', '.join(names())}.") from None
+DIVERGENCES: Registry[Divergence] = Registry("divergence", {d.name: d for d in (
+    Divergence("kl", kl, kl_from_logs),
+    Divergence("reverse_kl", reverse_kl, reverse_kl_from_logs),
+    Divergence("js", js, js_from_logs),
+    Divergence("total_variation", total_variation, total_variation_from_logs),
+)})
+get = DIVERGENCES.get  # get(name) -> Divergence; ValueError "unknown divergence 'x'; valid names: ..." otherwise
+names = DIVERGENCES.names  # names() -> the registered names, in the order above
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,33 +1,43 @@
-"""Adversarial losses on critic outputs (logits), chosen by name from one registry.
+"""Adversarial losses on critic outputs (logits): public functions, and one registry to choose them by name.
 
-Each loss is an `AdversarialLoss`: a critic loss and a generator loss, both to be
-MINIMISED, both weighted means over examples of a per-example term::
+Every loss is a pair of functions to MINIMISE, each a weighted mean over examples of a per-example term::
 
-    loss = gan_jax.losses.get("non_saturating")
-    critic_loss = loss.critic(real_logits, fake_logits)
-    generator_loss = loss.generator(fake_logits)
+    hinge_critic_loss(real_logits, fake_logits)       # the critic's loss
+    hinge_generator_loss(fake_logits)                  # the generator's loss
+    loss = gan_jax.losses.get("hinge")                 # the same pair by name: AdversarialLoss(name, critic, generator)
+    loss.critic(real_logits, fake_logits), loss.generator(fake_logits)
 
-For "minimax" and "non_saturating", D(x) = sigmoid(logit) and the logs are taken in stable form:
+Logits have shape (n,) or (n, 1), one per example. Weights: a critic loss takes optional `real_weights` and
+`fake_weights`, a generator loss `weights`, each of shape (), (n,) or (n, 1); every expectation E_w[t] is
+then the weighted mean Σ wᵢ·tᵢ / Σ wᵢ of its side (the plain mean without weights, 0 where all wᵢ = 0), so
+a scalar weight changes nothing and a zero weight removes an example (and its gradient).
+
+For the minimax and non-saturating losses, D(x) = sigmoid(logit) and the logs are taken in stable form:
 log D = log_sigmoid(l) = −softplus(−l), log(1 − D) = log_sigmoid(−l) = −softplus(l).
 
 The f-GAN family ("fgan_kl", "fgan_reverse_kl", "fgan_js", "fgan_pearson", "fgan_squared_hellinger";
 Nowozin, Cseke & Tomioka 2016) estimates D_f(P‖Q) = E_Q[f(dP/dQ)] = sup_T E_P[T] − E_Q[f*(T)], P = data,
 Q = generator. The critic's raw output v is mapped into dom f* by the output activation T = g_f(v)
 inside the loss (so any critic works), see `F_DIVERGENCES`. At the optimum T*(x) = f′(p(x)/q(x)) and
-the critic loss equals −D_f(P‖Q).
+the critic loss equals −D_f(P‖Q). One pair of functions, `fgan_critic_loss` and `fgan_generator_loss`,
+serves all five, with the divergence as an argument.
 """
 
+import functools
 import math
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 
+from gan_jax.registry import Registry
+
 Term = Callable[[jax.Array], jax.Array]
+Weights = Optional[jax.Array]
 
 
 class AdversarialLoss(NamedTuple):
-    """A named pair of losses to minimise: critic(real, fake, real_w, fake_w), generator(fake, w)."""
+    """A named pair of losses to minimise: critic(real, fake, real_weights, fake_weights), generator(fake, weights)."""
 
     name: str
     critic: Callable[..., jax.Array]
@@ -44,9 +54,7 @@ def _as_per_example(logits: jax.Array, what: str) -> jax.Array:
     return logits.reshape(-1)
 
 
-def _side(
-    term: Term, logits: jax.Array, weights: Optional[jax.Array], logits_name: str, weights_name: str
-) -> jax.Array:
+def _side(term: Term, logits: jax.Array, weights: Weights, logits_name: str, weights_name: str) -> jax.Array:
     """E_w[term(l)] = Σ wᵢ·term(lᵢ) / Σ wᵢ over one batch (plain mean without weights; 0 if all wᵢ = 0)."""
     values = term(_as_per_example(logits, logits_name))
     if weights is None:
@@ -65,34 +73,154 @@ def _side(
     return jnp.where(nonzero, jnp.sum(weights * values) / jnp.where(nonzero, total, 1.0), 0.0)
 
 
-def _discriminator(real_term: Term, fake_term: Term) -> Callable[..., jax.Array]:
-    """L_D = E_w[real_term(D(x))] + E_w[fake_term(D(G(z)))]."""
-
-    def discriminator(
-        real_logits: jax.Array,
-        fake_logits: jax.Array,
-        real_weights: Optional[jax.Array] = None,
-        fake_weights: Optional[jax.Array] = None,
-    ) -> jax.Array:
-        real = _side(real_term, real_logits, real_weights, "real_logits", "real_weights")
-        return real + _side(fake_term, fake_logits, fake_weights, "fake_logits", "fake_weights")
-
-    return discriminator
+def _critic_loss(
+    real_term: Term, fake_term: Term, real_logits: jax.Array, fake_logits: jax.Array, real_weights: Weights,
+    fake_weights: Weights,
+) -> jax.Array:
+    """L_C = E_w[real_term(l_real)] + E_w[fake_term(l_fake)]."""
+    real = _side(real_term, real_logits, real_weights, "real_logits", "real_weights")
+    return real + _side(fake_term, fake_logits, fake_weights, "fake_logits", "fake_weights")
 
 
-def _generator(fake_term: Term) -> Callable[..., jax.Array]:
-    """L_G = E_w[fake_term(D(G(z)))]."""
-
-    def generator(fake_logits: jax.Array, weights: Optional[jax.Array] = None) -> jax.Array:
-        return _side(fake_term, fake_logits, weights, "fake_logits", "weights")
-
-    return generator
+def _generator_loss(fake_term: Term, fake_logits: jax.Array, weights: Weights) -> jax.Array:
+    """L_G = E_w[fake_term(l_fake)]."""
+    return _side(fake_term, fake_logits, weights, "fake_logits", "weights")
 
 
-# Binary cross-entropy: −log D(x) = softplus(−l) on real, −log(1 − D(G(z))) = softplus(l) on fake.
-_bce_discriminator = _discriminator(lambda l: jax.nn.softplus(-l), jax.nn.softplus)
-# −E f(G(z)): the generator loss of both the Wasserstein and the hinge critic.
-_critic_score_generator = _generator(lambda l: -l)
+# --------------------------------------------------------------------------------------------------
+# The GAN, Wasserstein, hinge and least-squares losses.
+
+
+def minimax_critic_loss(
+    real_logits: jax.Array, fake_logits: jax.Array, real_weights: Weights = None, fake_weights: Weights = None
+) -> jax.Array:
+    """L_C = E_real[softplus(−l)] + E_fake[softplus(l)] = −E log D(x) − E log(1 − D(G(z))), D = sigmoid(l).
+
+    The binary cross-entropy (logistic) critic loss of the GAN (Goodfellow et al. 2014), shared by the
+    minimax and the non-saturating GAN (`non_saturating_critic_loss` is this function); at its optimum
+    the logit is log(p_data/p_model).
+    Weights: real_weights, fake_weights (optional, one per example) make E_real, E_fake weighted means Σwᵢtᵢ/Σwᵢ.
+
+    >>> round(float(minimax_critic_loss(jnp.array([0.0]), jnp.array([0.0]))), 4)  # D = ½: 2·log 2
+    1.3863
+    """
+    return _critic_loss(
+        lambda l: jax.nn.softplus(-l), jax.nn.softplus, real_logits, fake_logits, real_weights, fake_weights
+    )
+
+
+non_saturating_critic_loss = minimax_critic_loss  # Goodfellow et al. change only the generator's loss.
+
+
+def minimax_generator_loss(fake_logits: jax.Array, weights: Weights = None) -> jax.Array:
+    """L_G = E_fake[log_sigmoid(−l)] = E log(1 − D(G(z))): the saturating minimax generator loss.
+
+    The generator's side of min_G max_D V(G, D) (Goodfellow et al. 2014). Its gradient −D(G(z)) vanishes
+    where the critic confidently rejects the fakes (l → −∞); see `non_saturating_generator_loss`.
+    Weights: `weights` (optional, one per example) makes E_fake the weighted mean Σwᵢtᵢ/Σwᵢ.
+
+    >>> round(float(minimax_generator_loss(jnp.array([0.0]))), 4)  # log(1 − ½) = −log 2
+    -0.6931
+    """
+    return _generator_loss(lambda l: jax.nn.log_sigmoid(-l), fake_logits, weights)
+
+
+def non_saturating_generator_loss(fake_logits: jax.Array, weights: Weights = None) -> jax.Array:
+    """L_G = E_fake[softplus(−l)] = −E log D(G(z)): the non-saturating generator loss.
+
+    Goodfellow et al. (2014)'s alternative to the minimax generator loss, with the same fixed point and a
+    gradient −(1 − D(G(z))) that stays near −1 where the critic rejects the fakes.
+    Weights: `weights` (optional, one per example) makes E_fake the weighted mean Σwᵢtᵢ/Σwᵢ.
+
+    >>> round(float(non_saturating_generator_loss(jnp.array([0.0]))), 4)  # −log ½ = log 2
+    0.6931
+    """
+    return _generator_loss(lambda l: jax.nn.softplus(-l), fake_logits, weights)
+
+
+def wasserstein_critic_loss(
+    real_logits: jax.Array, fake_logits: jax.Array, real_weights: Weights = None, fake_weights: Weights = None
+) -> jax.Array:
+    """L_C = E_fake[f] − E_real[f]: the WGAN critic loss, −(a Kantorovich–Rubinstein estimate of W1).
+
+    Arjovsky, Chintala & Bottou (2017). The critic f must be kept (about) 1-Lipschitz by the caller: weight
+    clipping or a gradient penalty (`gan_jax.penalties`).
+    Weights: real_weights, fake_weights (optional, one per example) make E_real, E_fake weighted means Σwᵢtᵢ/Σwᵢ.
+
+    >>> float(wasserstein_critic_loss(jnp.array([1.0, 3.0]), jnp.array([0.0, -2.0])))  # −1 − 2
+    -3.0
+    """
+    return _critic_loss(lambda l: -l, lambda l: l, real_logits, fake_logits, real_weights, fake_weights)
+
+
+def wasserstein_generator_loss(fake_logits: jax.Array, weights: Weights = None) -> jax.Array:
+    """L_G = −E_fake[f]: the generator loss of the WGAN and of the hinge GAN (`hinge_generator_loss`).
+
+    Arjovsky, Chintala & Bottou (2017); Lim & Ye (2017) and Miyato et al. (2018) use it with the hinge
+    critic loss.
+    Weights: `weights` (optional, one per example) makes E_fake the weighted mean Σwᵢtᵢ/Σwᵢ, e.g.
+    −(1·1 + 0·2 + 3·3)/(1 + 0 + 3):
+
+    >>> float(wasserstein_generator_loss(jnp.array([1.0, 2.0, 3.0]), jnp.array([1.0, 0.0, 3.0])))
+    -2.5
+    """
+    return _generator_loss(lambda l: -l, fake_logits, weights)
+
+
+def hinge_critic_loss(
+    real_logits: jax.Array, fake_logits: jax.Array, real_weights: Weights = None, fake_weights: Weights = None
+) -> jax.Array:
+    """L_C = E_real[relu(1 − f)] + E_fake[relu(1 + f)]: the hinge critic loss (margin 1).
+
+    Lim & Ye (2017, Geometric GAN); Miyato et al. (2018, SN-GAN). Samples beyond the margin (f ≥ 1 on real,
+    f ≤ −1 on fake) add nothing.
+    Weights: real_weights, fake_weights (optional, one per example) make E_real, E_fake weighted means Σwᵢtᵢ/Σwᵢ.
+
+    >>> float(hinge_critic_loss(jnp.array([2.0]), jnp.array([-2.0])))  # both beyond the margin
+    0.0
+    >>> float(hinge_critic_loss(jnp.array([0.5, 2.0]), jnp.array([-2.0, 0.0])))  # (0.5 + 0)/2 + (0 + 1)/2
+    0.75
+    """
+    return _critic_loss(
+        lambda l: jax.nn.relu(1.0 - l), lambda l: jax.nn.relu(1.0 + l), real_logits, fake_logits, real_weights,
+        fake_weights,
+    )
+
+
+hinge_generator_loss = wasserstein_generator_loss  # −E f(G(z)) (Lim & Ye 2017; Miyato et al. 2018).
+
+
+def least_squares_critic_loss(
+    real_logits: jax.Array, fake_logits: jax.Array, real_weights: Weights = None, fake_weights: Weights = None
+) -> jax.Array:
+    """L_C = E_real[½(f − 1)²] + E_fake[½f²]: the LSGAN critic loss with labels a = 0 (fake), b = 1 (real).
+
+    Mao et al. (2017).
+    Weights: real_weights, fake_weights (optional, one per example) make E_real, E_fake weighted means Σwᵢtᵢ/Σwᵢ.
+
+    >>> float(least_squares_critic_loss(jnp.array([1.0, 3.0]), jnp.array([0.0, -2.0])))  # (0 + 2)/2 + (0 + 2)/2
+    2.0
+    """
+    return _critic_loss(
+        lambda l: 0.5 * jnp.square(l - 1.0), lambda l: 0.5 * jnp.square(l), real_logits, fake_logits, real_weights,
+        fake_weights,
+    )
+
+
+def least_squares_generator_loss(fake_logits: jax.Array, weights: Weights = None) -> jax.Array:
+    """L_G = E_fake[½(f − 1)²]: the LSGAN generator loss with target c = 1.
+
+    Mao et al. (2017).
+    Weights: `weights` (optional, one per example) makes E_fake the weighted mean Σwᵢtᵢ/Σwᵢ.
+
+    >>> float(least_squares_generator_loss(jnp.array([0.0, -2.0])))  # (½·1 + ½·9)/2
+    2.5
+    """
+    return _generator_loss(lambda l: 0.5 * jnp.square(l - 1.0), fake_logits, weights)
+
+
+# --------------------------------------------------------------------------------------------------
+# f-GAN (Nowozin, Cseke & Tomioka 2016).
 
 
 class FDivergence(NamedTuple):
@@ -123,60 +251,66 @@ _LOG2 = math.log(2.0)
 # The five f-divergences of Nowozin et al. (2016), Table 2 (JS as D_f = 2·JSD, f as in the table).
 F_DIVERGENCES: tuple[FDivergence, ...] = (
     # D_f = KL(P‖Q).
-    FDivergence(
-        name="kl",
-        f="u·log u",
-        conjugate="exp(t − 1)",
-        activation=lambda v: v,
-        activation_formula="v",
-        conjugate_of_activation=lambda v: jnp.exp(v - 1.0),
-        optimal_critic="1 + log u",
-    ),
-    # D_f = KL(Q‖P).
-    FDivergence(
-        name="reverse_kl",
-        f="−log u",
-        conjugate="−1 − log(−t), t < 0",
-        activation=lambda v: -jnp.exp(-v),
-        activation_formula="−exp(−v)",
-        conjugate_of_activation=lambda v: v - 1.0,  # −1 − log(exp(−v)) = v − 1
-        optimal_critic="−1/u",
-    ),
+    FDivergence("kl", f="u·log u", conjugate="exp(t − 1)", optimal_critic="1 + log u",
+                activation=lambda v: v, activation_formula="v",
+                conjugate_of_activation=lambda v: jnp.exp(v - 1.0)),
+    # D_f = KL(Q‖P); f*(g(v)) = −1 − log(exp(−v)) = v − 1.
+    FDivergence("reverse_kl", f="−log u", conjugate="−1 − log(−t), t < 0", optimal_critic="−1/u",
+                activation=lambda v: -jnp.exp(-v), activation_formula="−exp(−v)",
+                conjugate_of_activation=lambda v: v - 1.0),
     # D_f = 2·JSD(P, Q) = KL(P‖M) + KL(Q‖M), M = ½(P + Q); the GAN critic loss shifted by −2·log 2.
-    FDivergence(
-        name="js",
-        f="u·log u − (u + 1)·log((u + 1)/2)",
-        conjugate="−log(2 − exp(t)), t < log 2",
-        activation=lambda v: _LOG2 - jax.nn.softplus(-v),  # log 2 + log_sigmoid(v) = log(2·D)
-        activation_formula="log 2 − softplus(−v) = log 2 − log(1 + exp(−v))",
-        conjugate_of_activation=lambda v: jax.nn.softplus(v) - _LOG2,  # −log(2 − 2·sigmoid(v))
-        optimal_critic="log(2u/(u + 1))",
-    ),
+    # g(v) = log 2 + log_sigmoid(v) = log(2·D); f*(g(v)) = −log(2 − 2·sigmoid(v)) = softplus(v) − log 2.
+    FDivergence("js", f="u·log u − (u + 1)·log((u + 1)/2)", conjugate="−log(2 − exp(t)), t < log 2",
+                optimal_critic="log(2u/(u + 1))", activation=lambda v: _LOG2 - jax.nn.softplus(-v),
+                activation_formula="log 2 − softplus(−v) = log 2 − log(1 + exp(−v))",
+                conjugate_of_activation=lambda v: jax.nn.softplus(v) - _LOG2),
     # D_f = Pearson χ²(P‖Q) = Σ (p − q)²/q.
-    FDivergence(
-        name="pearson",
-        f="(u − 1)²",
-        conjugate="t²/4 + t",
-        activation=lambda v: v,
-        activation_formula="v",
-        conjugate_of_activation=lambda v: 0.25 * jnp.square(v) + v,
-        optimal_critic="2(u − 1)",
-    ),
-    # D_f = squared Hellinger Σ (√p − √q)² (no ½ factor).
-    FDivergence(
-        name="squared_hellinger",
-        f="(√u − 1)²",
-        conjugate="t/(1 − t), t < 1",
-        activation=lambda v: -jnp.expm1(-v),  # 1 − exp(−v)
-        activation_formula="1 − exp(−v)",
-        conjugate_of_activation=jnp.expm1,  # (1 − e^(−v))/e^(−v) = e^v − 1
-        optimal_critic="1 − 1/√u",
-    ),
+    FDivergence("pearson", f="(u − 1)²", conjugate="t²/4 + t", optimal_critic="2(u − 1)",
+                activation=lambda v: v, activation_formula="v",
+                conjugate_of_activation=lambda v: 0.25 * jnp.square(v) + v),
+    # D_f = squared Hellinger Σ (√p − √q)² (no ½ factor); g(v) = 1 − exp(−v), f*(g(v)) = e^v − 1.
+    FDivergence("squared_hellinger", f="(√u − 1)²", conjugate="t/(1 − t), t < 1", optimal_critic="1 − 1/√u",
+                activation=lambda v: -jnp.expm1(-v), activation_formula="1 − exp(−v)",
+                conjugate_of_activation=jnp.expm1),
 )
 
+_F_DIVERGENCES_BY_NAME: Registry[FDivergence] = Registry("f-divergence", {d.name: d for d in F_DIVERGENCES})
 
-def _fgan(divergence: FDivergence) -> AdversarialLoss:
-    """f-GAN: critic −(E_P[g(v)] − E_Q[f*(g(v))]); generator −E_Q[g(v)] (Nowozin et al. 2016, Sec. 3.2).
+
+def _f_divergence(divergence: Union[str, FDivergence]) -> FDivergence:
+    """An `FDivergence`, given as itself or by its name in `F_DIVERGENCES`."""
+    return divergence if isinstance(divergence, FDivergence) else _F_DIVERGENCES_BY_NAME[divergence]
+
+
+def fgan_critic_loss(
+    real_logits: jax.Array,
+    fake_logits: jax.Array,
+    real_weights: Weights = None,
+    fake_weights: Weights = None,
+    *,
+    divergence: Union[str, FDivergence],
+) -> jax.Array:
+    """L_C = E_real[−g_f(v)] + E_fake[f*(g_f(v))] ≥ −D_f(P‖Q): the f-GAN critic loss (Nowozin et al. 2016).
+
+    `divergence`: an `FDivergence` or the name of one of `F_DIVERGENCES` ("kl", "reverse_kl", "js",
+    "pearson", "squared_hellinger"); it gives the output activation g_f and f*(g_f(v)). The bound is tight
+    at the optimal critic g_f(v*) = f′(p/q).
+    Weights: real_weights, fake_weights (optional, one per example) make E_real, E_fake weighted means Σwᵢtᵢ/Σwᵢ.
+
+    >>> float(fgan_critic_loss(jnp.array([2.0]), jnp.array([1.0]), divergence="kl"))  # −2 + exp(1 − 1)
+    -1.0
+    """
+    div = _f_divergence(divergence)
+    return _critic_loss(
+        lambda v: -div.activation(v), div.conjugate_of_activation, real_logits, fake_logits, real_weights,
+        fake_weights,
+    )
+
+
+def fgan_generator_loss(
+    fake_logits: jax.Array, weights: Weights = None, *, divergence: Union[str, FDivergence]
+) -> jax.Array:
+    """L_G = −E_fake[g_f(v)]: the f-GAN generator loss in its non-saturating form (Nowozin et al. 2016, Sec. 3.2).
 
     The generator's saddle-point loss would be −E_Q[f*(g(v))]. Like the non-saturating GAN loss (which it
     is, up to a constant, for "js"), −E_Q[g(v)] keeps the stationary point (Nowozin et al. Sec. 3.2 show
@@ -184,50 +318,44 @@ def _fgan(divergence: FDivergence) -> AdversarialLoss:
     where the critic confidently rejects the fakes (v → −∞): there the saddle form's gradient vanishes for
     "js" (it is the saturating log(1 − D) + log 2), "kl" (exp(v − 1)) and "squared_hellinger" (exp(v)),
     while −g(v) keeps a gradient of order one (KL, JS, Pearson) or a growing one (reverse KL, Hellinger).
+    `divergence` as in `fgan_critic_loss`.
+    Weights: `weights` (optional, one per example) makes E_fake the weighted mean Σwᵢtᵢ/Σwᵢ.
+
+    >>> float(fgan_generator_loss(jnp.array([3.0]), divergence="kl"))  # g(v) = v
+    -3.0
     """
-    negative_score = lambda v: -divergence.activation(v)  # noqa: E731
+    div = _f_divergence(divergence)
+    return _generator_loss(lambda v: -div.activation(v), fake_logits, weights)
+
+
+def _bound(loss: Callable[..., jax.Array], divergence: FDivergence, doc: str) -> Callable[..., jax.Array]:
+    """`loss` with divergence=`divergence` bound, documented by `doc`."""
+    bound = functools.partial(loss, divergence=divergence)
+    bound.__doc__ = f"{doc}\n\n`{loss.__name__}` with divergence={divergence.name!r} (Nowozin et al. 2016)."
+    return bound
+
+
+def _fgan(divergence: FDivergence) -> AdversarialLoss:
+    """The registry entry "fgan_<name>": `fgan_critic_loss` and `fgan_generator_loss` for `divergence`."""
+    g, conjugate = divergence.activation_formula, divergence.conjugate
+    critic_doc = f"L_C = E_real[−g(v)] + E_fake[f*(g(v))], g(v) = {g}, f*(t) = {conjugate}."
     return AdversarialLoss(
         f"fgan_{divergence.name}",
-        _discriminator(negative_score, divergence.conjugate_of_activation),
-        _generator(negative_score),
+        _bound(fgan_critic_loss, divergence, critic_doc),
+        _bound(fgan_generator_loss, divergence, f"L_G = −E_fake[g(v)], g(v) = {g}."),
     )
 
 
-_REGISTRY: dict[str, AdversarialLoss] = {
-    loss.name: loss
-    for loss in (
-        # Saturating generator: minimise log(1 − D(G(z))) = log_sigmoid(−l).
-        AdversarialLoss("minimax", _bce_discriminator, _generator(lambda l: jax.nn.log_sigmoid(-l))),
-        # Non-saturating generator: minimise −log D(G(z)) = softplus(−l).
-        AdversarialLoss("non_saturating", _bce_discriminator, _generator(lambda l: jax.nn.softplus(-l))),
-        # Critic: E f(G(z)) − E f(x); generator: −E f(G(z)).
-        AdversarialLoss("wasserstein", _discriminator(lambda l: -l, lambda l: l), _critic_score_generator),
-        # Critic: E relu(1 − f(x)) + E relu(1 + f(G(z))); generator: −E f(G(z)).
-        AdversarialLoss(
-            "hinge",
-            _discriminator(lambda l: jax.nn.relu(1.0 - l), lambda l: jax.nn.relu(1.0 + l)),
-            _critic_score_generator,
-        ),
-        # LSGAN (a=0, b=1, c=1): critic ½(D(x) − 1)² + ½D(G(z))²; generator ½(D(G(z)) − 1)².
-        AdversarialLoss(
-            "least_squares",
-            _discriminator(lambda l: 0.5 * jnp.square(l - 1.0), lambda l: 0.5 * jnp.square(l)),
-            _generator(lambda l: 0.5 * jnp.square(l - 1.0)),
-        ),
-        # f-GAN: critic E_P[−g(v)] + E_Q[f*(g(v))] ≥ −D_f(P‖Q); generator −E_Q[g(v)] (see `_fgan`).
-        *map(_fgan, F_DIVERGENCES),
-    )
-}
+# --------------------------------------------------------------------------------------------------
+# The registry.
 
-
-def names() -> tuple[str, ...]:
-    """Names of the registered adversarial losses."""
-    return tuple(_REGISTRY)
-
-
-def get(name: str) -> AdversarialLoss:
-    """The adversarial loss registered under `name`."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"Unknown adversarial loss {name!r}; valid names: {', '.join(names())}.") from None
+LOSSES: Registry[AdversarialLoss] = Registry("adversarial loss", {loss.name: loss for loss in (
+    AdversarialLoss("minimax", minimax_critic_loss, minimax_generator_loss),
+    AdversarialLoss("non_saturating", non_saturating_critic_loss, non_saturating_generator_loss),
+    AdversarialLoss("wasserstein", wasserstein_critic_loss, wasserstein_generator_loss),
+    AdversarialLoss("hinge", hinge_critic_loss, hinge_generator_loss),
+    AdversarialLoss("least_squares", least_squares_critic_loss, least_squares_generator_loss),
+    *map(_fgan, F_DIVERGENCES),
+)})
+get = LOSSES.get  # get(name) -> AdversarialLoss; ValueError "unknown adversarial loss 'x'; valid names: ..."
+names = LOSSES.names  # names() -> the registered names, in the order above

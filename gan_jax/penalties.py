@@ -1,7 +1,8 @@
 """Critic regularisers: gradient penalties (WGAN-GP, one-sided GP, R1, R2) and weight clipping.
 
 Every penalty has one signature, `penalty(critic_fn, real, fake, key) -> scalar`, returns the
-UNWEIGHTED value (the training step multiplies by its weight) and is chosen by name with `get`.
+UNWEIGHTED value (the training step multiplies by its weight) and is chosen by name with `get` from
+the registry `PENALTIES`.
 `critic_fn` maps a batch x of shape (n, *dims) to logits of shape (n,).
 
 Input gradients are taken per example, as ∇ₓ f(x[i:i+1]) (a vmap of the gradient of the critic applied
@@ -11,13 +12,14 @@ these penalties (Gulrajani et al. 2017 use layer norm instead). Taking the gradi
 give the same value for independent critics and a silently wrong one for coupled critics.
 """
 
-import functools
 from typing import Callable
 
 import chex
 import jax
 import jax.numpy as jnp
 import optax
+
+from gan_jax.registry import Registry
 
 CriticFn = Callable[[jax.Array], jax.Array]
 Penalty = Callable[[CriticFn, jax.Array, jax.Array, chex.PRNGKey], jax.Array]
@@ -108,32 +110,30 @@ def r2_penalty(critic_fn: CriticFn, real: jax.Array, fake: jax.Array, key: chex.
     return _half_mean_squared_gradient(critic_fn, fake)
 
 
-def _no_penalty(critic_fn: CriticFn, real: jax.Array, fake: jax.Array, key: chex.PRNGKey) -> jax.Array:
-    """0."""
+def one_sided_gradient_penalty(critic_fn: CriticFn, real: jax.Array, fake: jax.Array,
+                               key: chex.PRNGKey) -> jax.Array:
+    """GP₊ = E[max(0, ‖∇f(x̂)‖ − 1)²] on interpolates x̂ (Gulrajani et al. 2017, App.; Petzka et al. 2018)."""
+    return gradient_penalty(critic_fn, real, fake, key, one_sided=True)
+
+
+def no_penalty(critic_fn: CriticFn, real: jax.Array, fake: jax.Array, key: chex.PRNGKey) -> jax.Array:
+    """0 (of real's dtype): the "none" entry, so that every step adds a penalty term of one signature."""
     real, fake = _check_pair(real, fake)
     return jnp.zeros((), real.dtype)
 
 
-_REGISTRY: dict[str, Penalty] = {
-    "none": _no_penalty,
-    "gp": gradient_penalty,
-    "gp_one_sided": functools.partial(gradient_penalty, one_sided=True),
-    "r1": r1_penalty,
-    "r2": r2_penalty,
-}
-
-
-def names() -> tuple[str, ...]:
-    """Names of the registered penalties."""
-    return tuple(_REGISTRY)
-
-
-def get(name: str) -> Penalty:
-    """The penalty registered under `name`, called as penalty(critic_fn, real, fake, key)."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"Unknown penalty {name!r}; valid names: {', '.join(names())}.") from None
+PENALTIES: Registry[Penalty] = Registry(
+    "penalty",
+    {
+        "none": no_penalty,
+        "gp": gradient_penalty,
+        "gp_one_sided": one_sided_gradient_penalty,
+        "r1": r1_penalty,
+        "r2": r2_penalty,
+    },
+)
+get = PENALTIES.get  # get(name) -> Penalty, called as penalty(critic_fn, real, fake, key); ValueError if unknown
+names = PENALTIES.names  # names() -> the registered names, in the order above
 
 
 def clip_weights(clip_value: float) -> optax.GradientTransformation:

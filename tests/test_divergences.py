@@ -12,6 +12,7 @@ import scipy.special
 import scipy.stats
 
 from gan_jax import divergences as D
+from gan_jax.registry import Registry
 
 LOG2 = math.log(2.0)
 RTOL, ATOL = 2e-5, 2e-6  # float32
@@ -441,9 +442,13 @@ def test_gan_value_shape_errors_and_scalars():
 
 
 def test_other_errors():
-    with pytest.raises(ValueError, match=r"Unknown divergence 'wasserstein'.*kl, reverse_kl, js, total_variation"):
+    valid = "kl, reverse_kl, js, total_variation"
+    with pytest.raises(ValueError, match=f"unknown divergence 'wasserstein'; valid names: {valid}"):
         D.get("wasserstein")
+    with pytest.raises(ValueError, match=f"unknown divergence 'wasserstein'; valid names: {valid}"):
+        D.grid_divergence("wasserstein", jnp.sin, jnp.cos, np.linspace(0.0, 1.0, 5))
     assert D.names() == ("kl", "reverse_kl", "js", "total_variation")
+    assert isinstance(D.DIVERGENCES, Registry) and D.DIVERGENCES["js"] == D.Divergence("js", D.js, D.js_from_logs)
     with pytest.raises(ValueError, match=r"grid must be 1-D.*\(5, 2\)"):
         D.grid_divergence("kl", jnp.sin, jnp.cos, np.zeros((5, 2)))
     with pytest.raises(ValueError, match=r"weights and mus and sigmas.*mus\.shape=\(3,\)"):

@@ -1,11 +1,14 @@
 """Tests for gan_jax.losses against hand-worked values, naive float64 formulas and TF-GAN's published values."""
 
+import doctest
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from gan_jax import losses
+from gan_jax.registry import Registry
 
 ALL = ("minimax", "non_saturating", "wasserstein", "hinge", "least_squares")
 FGAN = ("fgan_kl", "fgan_reverse_kl", "fgan_js", "fgan_pearson", "fgan_squared_hellinger")
@@ -50,12 +53,45 @@ def test_names_and_registry():
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match="'vanilla'.*valid names: .*minimax.*non_saturating.*least_squares"):
+    with pytest.raises(ValueError, match="unknown adversarial loss 'vanilla'; valid names: minimax, non_saturating, "
+                       "wasserstein, hinge, least_squares, fgan_kl"):
         losses.get("vanilla")
+    assert isinstance(losses.LOSSES, Registry) and losses.names() == tuple(losses.LOSSES)
 
 
 def test_bce_discriminator_is_shared():
     assert losses.get("minimax").critic is losses.get("non_saturating").critic
+    assert losses.non_saturating_critic_loss is losses.minimax_critic_loss
+    assert losses.hinge_generator_loss is losses.wasserstein_generator_loss
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_registry_entries_are_the_public_functions(name):
+    loss = losses.get(name)
+    assert loss.critic is getattr(losses, f"{name}_critic_loss")
+    assert loss.generator is getattr(losses, f"{name}_generator_loss")
+
+
+def test_docstring_examples_pass():
+    result = doctest.testmod(losses, raise_on_error=False)
+    assert result.failed == 0 and result.attempted > 0
+    # Every public loss function shows a hand-computed example.
+    public = {name: fn for name, fn in vars(losses).items() if name.endswith("_loss") and not name.startswith("_")}
+    assert len(public) == 12
+    for name, fn in public.items():
+        assert any(test.examples for test in doctest.DocTestFinder().find(fn, name)), name
+
+
+def test_every_registry_entry_is_documented_by_a_formula():
+    assert losses.get("hinge").critic.__doc__ == losses.hinge_critic_loss.__doc__
+    for name in losses.names():
+        loss = losses.get(name)
+        for fn, role in ((loss.critic, "L_C = "), (loss.generator, "L_G = ")):
+            assert fn.__doc__ and fn.__doc__.startswith(role), (name, fn.__doc__)
+    for div in losses.F_DIVERGENCES:
+        loss = losses.get(f"fgan_{div.name}")
+        assert f"g(v) = {div.activation_formula}, f*(t) = {div.conjugate}." in loss.critic.__doc__
+        assert f"divergence={div.name!r}" in loss.generator.__doc__
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -84,6 +120,10 @@ def test_hand_values(name, real, fake, d_expected, g_expected):
     loss = losses.get(name)
     np.testing.assert_allclose(loss.critic(jnp.array(real), jnp.array(fake)), d_expected, rtol=1e-6)
     np.testing.assert_allclose(loss.generator(jnp.array(fake)), g_expected, rtol=1e-6)
+    # The public functions by their own names.
+    critic, generator = getattr(losses, f"{name}_critic_loss"), getattr(losses, f"{name}_generator_loss")
+    np.testing.assert_allclose(critic(jnp.array(real), jnp.array(fake)), d_expected, rtol=1e-6)
+    np.testing.assert_allclose(generator(jnp.array(fake)), g_expected, rtol=1e-6)
 
 
 # Published values from TF-GAN's tests, tensorflow/gan: tensorflow_gan/python/losses/losses_impl_test.py
@@ -444,3 +484,30 @@ def test_fgan_jit_grad_vmap(name):
 def test_unknown_name_lists_fgan_names():
     with pytest.raises(ValueError, match="'fgan_tv'.*valid names: .*" + r".*".join(FGAN)):
         losses.get("fgan_tv")
+
+
+@pytest.mark.parametrize("div", losses.F_DIVERGENCES, ids=lambda d: d.name)
+def test_fgan_functions_take_the_divergence_by_name_or_table_row(div):
+    # fgan_critic_loss / fgan_generator_loss are the registry entries' functions, the divergence given either way.
+    entry = losses.get(f"fgan_{div.name}")
+    d_ref, g_ref = _fgan_reference(entry.name)
+    real_w, fake_w = np.array([1.0, 2.0, 0.0, 1.0], np.float32), np.array([0.5, 1.0, 1.0, 0.0, 2.0], np.float32)
+    for divergence in (div.name, div):
+        critic = losses.fgan_critic_loss(REAL, FAKE, divergence=divergence)
+        np.testing.assert_allclose(critic, d_ref(REAL, FAKE), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(critic, entry.critic(REAL, FAKE), rtol=1e-6)
+        weighted = losses.fgan_critic_loss(REAL, FAKE, real_w, fake_w, divergence=divergence)
+        np.testing.assert_allclose(weighted, entry.critic(REAL, FAKE, real_w, fake_w), rtol=1e-6)
+        generator = losses.fgan_generator_loss(FAKE, fake_w, divergence=divergence)
+        np.testing.assert_allclose(generator, entry.generator(FAKE, fake_w), rtol=1e-6)
+        np.testing.assert_allclose(losses.fgan_generator_loss(FAKE, divergence=divergence), g_ref(FAKE), rtol=1e-5)
+
+
+def test_fgan_hand_values_and_unknown_divergence():
+    # kl: −g(2) + f*(g(1)) = −2 + exp(1 − 1) = −1; pearson: −2 + (2²/4 + 2) = 1; generator −g(3) = −3.
+    np.testing.assert_allclose(losses.fgan_critic_loss(jnp.array([2.0]), jnp.array([1.0]), divergence="kl"), -1.0)
+    np.testing.assert_allclose(losses.fgan_critic_loss(jnp.array([2.0]), jnp.array([2.0]), divergence="pearson"), 1.0)
+    np.testing.assert_allclose(losses.fgan_generator_loss(jnp.array([3.0]), divergence="kl"), -3.0)
+    with pytest.raises(ValueError, match="unknown f-divergence 'tv'; valid names: kl, reverse_kl, js, pearson, "
+                       "squared_hellinger"):
+        losses.fgan_critic_loss(REAL, FAKE, divergence="tv")

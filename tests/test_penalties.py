@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from gan_jax import penalties
+from gan_jax.registry import Registry
 from gan_jax.engine import pack_samples
 
 KEY = jax.random.PRNGKey(0)
@@ -24,8 +25,9 @@ def _batches(shape, seed=1):
 
 def test_names_and_unknown_name():
     assert set(penalties.names()) == {"none", "gp", "gp_one_sided", "r1", "r2"}
-    with pytest.raises(ValueError, match="'wgan_gp'.*valid names: none, gp, gp_one_sided, r1, r2"):
+    with pytest.raises(ValueError, match="unknown penalty 'wgan_gp'; valid names: none, gp, gp_one_sided, r1, r2"):
         penalties.get("wgan_gp")
+    assert isinstance(penalties.PENALTIES, Registry) and penalties.PENALTIES["gp"] is penalties.gradient_penalty
 
 
 @pytest.mark.parametrize("scale", [0.3, 1.0, 2.5])
@@ -222,3 +224,10 @@ def test_clip_weights_errors():
     params = {"w": jnp.ones(2)}
     with pytest.raises(ValueError, match="needs the current params"):
         t.update(params, t.init(params))
+
+
+def test_every_registered_penalty_is_a_documented_function():
+    for name in penalties.names():
+        entry = penalties.get(name)
+        assert entry.__doc__ and entry.__doc__.split("\n")[0].strip(), name
+    assert penalties.get("gp_one_sided") is penalties.one_sided_gradient_penalty
