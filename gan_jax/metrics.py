@@ -7,27 +7,35 @@
 * ``train_digits_classifier`` / ``load_or_train_digits_classifier`` and the scores computed with it:
   ``class_coverage``, ``inception_score`` (its analogue on the classifier), ``frechet_distance``.
 
-The classifiers are plain JAX MLPs: params are a tuple of ``(w, b)`` pairs, so they cache as an ``.npz``.
+Both classifiers are a ``models.MLPClassifier`` trained with optax; their params are its Flax variables
+(a nested dict of arrays), cached as an ``.npz`` of the flattened arrays beside the settings they were trained with.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import inspect
+import json
+import math
 import os
 import warnings
-from typing import NamedTuple
+import zipfile
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax.traverse_util import flatten_dict, unflatten_dict
 from jax.scipy.special import xlogy
 
-from gan_jax import transport
+from gan_jax import models, transport
 
-Params = tuple[tuple[jax.Array, jax.Array], ...]
+Params = dict[str, Any]  # Flax variables {"params": {"hidden_0": …, "output": …}} of a models.MLPClassifier
 
 DIGITS_CLASSIFIER_FILE = "digits_classifier.npz"
+_SETTINGS_ENTRY = "settings"  # the .npz entry holding the JSON of the training settings and data digest
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -73,12 +81,13 @@ def mode_coverage(
 ) -> ModeCoverage:
     """HQ: ‖x − μ_k*‖ ≤ threshold·std, k* = argmin_k ‖x − μ_k‖; mode k captured: #HQ with k* = k ≥ min_count.
 
-    The VEEGAN convention (Srivastava et al. 2017, §5.1; their benchmark code scores 2500 samples): threshold 3, a mode is captured when it is
-    the nearest mean of at least one (``min_count=1``) high-quality sample. ``reverse_kl`` is PacGAN's
-    (Lin et al. 2018, Table 1) "reverse KL": KL(p̂ ‖ U_m) = Σ_k p̂_k log(m p̂_k), p̂ the mode histogram of the
-    high-quality samples, U_m the true uniform mode distribution — finite (≤ log m) even when modes are
-    dropped: one mode only gives log m. For samples of the data itself the plug-in estimate is biased upward,
-    E ≈ (m − 1) / (2 N_HQ) (2 N·KL is the G statistic, ≈ χ²_{m−1}): 0.0014 for 2500 ring samples.
+    The VEEGAN convention (Srivastava et al. 2017, §5.1; their benchmark code scores 2500 samples):
+    threshold 3, a mode is captured when it is the nearest mean of at least one (``min_count=1``)
+    high-quality sample. ``reverse_kl`` is PacGAN's (Lin et al. 2018, Table 1) "reverse KL":
+    KL(p̂ ‖ U_m) = Σ_k p̂_k log(m p̂_k), p̂ the mode histogram of the high-quality samples, U_m the true uniform
+    mode distribution — finite (≤ log m) even when modes are dropped: one mode only gives log m. For samples
+    of the data itself the plug-in estimate is biased upward, E ≈ (m − 1) / (2 N_HQ) (2 N·KL is the G
+    statistic, ≈ χ²_{m−1}): 0.0014 for 2500 ring samples.
 
     Args:
       samples: (n, d) generated samples.
@@ -124,56 +133,39 @@ def wasserstein_to_data(x: jax.Array, y: jax.Array, p: float = 1) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Plain-JAX MLP classifier (shared by the two-sample test and the digits classifier)
+# The classifier of both tests: a models.MLPClassifier trained with optax
 
 
-def _mlp_init(key: jax.Array, sizes: tuple[int, ...]) -> Params:
-    """He-normal weights, zero biases, for layer sizes (d_in, *hidden, n_out).
-
-    All weights come from one normal draw (one random-bits kernel compiles far faster than one per layer).
-    """
-    shapes = list(zip(sizes[:-1], sizes[1:]))
-    offsets = np.cumsum([0] + [i * o for i, o in shapes])
-    z = jax.random.normal(key, (int(offsets[-1]),))
-    return tuple(
-        (jnp.reshape(z[a:b], (i, o)) * jnp.sqrt(2.0 / i), jnp.zeros((o,)))
-        for (i, o), a, b in zip(shapes, offsets[:-1], offsets[1:])
-    )
+def _classifier(params: Params) -> models.MLPClassifier:
+    """The MLPClassifier that ``params`` parametrise: hidden widths and number of classes read off the kernels."""
+    layers = params["params"]
+    hidden = tuple(layers[f"hidden_{i}"]["kernel"].shape[1] for i in range(len(layers) - 1))
+    return models.MLPClassifier(num_classes=layers["output"]["kernel"].shape[1], hidden=hidden)
 
 
 @jax.jit
 def classifier_apply(params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(logits, penultimate features) of the MLP on x (n, ...) flattened to (n, d); relu hidden layers."""
-    h = jnp.reshape(x, (x.shape[0], -1))
-    d_in = params[0][0].shape[0]
-    if h.shape[1] != d_in:
+    """(logits (n, K), last hidden features (n, h)) of the models.MLPClassifier ``params`` on x (n, ...) flattened."""
+    d_in = params["params"]["hidden_0"]["kernel"].shape[0]
+    if x.ndim < 1 or math.prod(x.shape[1:]) != d_in:
         raise ValueError(f"classifier expects inputs with {d_in} features per example, got x of shape {x.shape}")
-    for w, b in params[:-1]:
-        h = jax.nn.relu(h @ w + b)
-    w, b = params[-1]
-    return h @ w + b, h
+    return _classifier(params).apply(params, x)
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "hidden", "steps", "batch_size", "learning_rate"))
-def _fit_mlp(
-    x: jax.Array,
-    y: jax.Array,
-    key: jax.Array,
-    *,
-    num_classes: int,
-    hidden: tuple[int, ...],
-    steps: int,
-    batch_size: int,
-    learning_rate: float,
-) -> Params:
+def _fit_classifier(x: jax.Array, y: jax.Array, key: jax.Array, *, num_classes: int, hidden: tuple[int, ...],
+                    steps: int, batch_size: int, learning_rate: float) -> Params:
     """Adam on mean softmax cross-entropy, ``steps`` minibatches drawn with replacement, in a lax.scan."""
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be >= 1, got steps={steps}, batch_size={batch_size}")
+    classifier = models.MLPClassifier(num_classes=num_classes, hidden=hidden)
     init_key, batch_key = jax.random.split(key)
-    params = _mlp_init(init_key, (x.shape[1], *hidden, num_classes))
+    params = classifier.init(init_key, x[:1])
     optimizer = optax.adam(learning_rate)
     batch_indices = jax.random.randint(batch_key, (steps, min(batch_size, x.shape[0])), 0, x.shape[0])
 
     def loss_fn(p, xb, yb):
-        logits, _ = classifier_apply(p, xb)
+        logits, _ = classifier.apply(p, xb)
         return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, yb))
 
     def step(carry, idx):
@@ -184,13 +176,6 @@ def _fit_mlp(
 
     (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), batch_indices)
     return params
-
-
-def _check_steps(steps: int, batch_size: int, hidden: tuple[int, ...]) -> None:
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be >= 1, got steps={steps}, batch_size={batch_size}")
-    if len(hidden) < 1 or min(hidden) < 1:
-        raise ValueError(f"hidden must be a non-empty tuple of positive widths, got {hidden}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -210,9 +195,10 @@ def two_sample_accuracy(
 ) -> jax.Array:
     """acc = P̂_test[argmax MLP(x) = label], MLP trained on half of real (label 1) vs fake (label 0).
 
-    Each set is shuffled with ``key`` and split in halves: an MLP is trained for ``steps`` Adam steps on the
-    first halves (inputs standardised with the training mean/std) and scored on the held-out halves.
-    0.5 means the classifier cannot tell the samples apart; 1.0 means they are fully separable.
+    Each set is shuffled with ``key`` and split in halves: a ``models.MLPClassifier`` with ``hidden`` layers is
+    trained for ``steps`` Adam steps on the first halves (inputs standardised with the training mean/std) and
+    scored on the held-out halves. 0.5 means the classifier cannot tell the samples apart; 1.0 means they are
+    fully separable.
 
     Args:
       real, fake: (n, ...) samples, the same n (≥ 4) and per-example shape; flattened to (n, d).
@@ -221,7 +207,6 @@ def two_sample_accuracy(
         raise ValueError(
             f"real and fake must have the same shape (n, ...) with n >= 4; got real {real.shape}, fake {fake.shape}"
         )
-    _check_steps(steps, batch_size, hidden)
     n = real.shape[0]
     half = n // 2
     real = jnp.reshape(real, (n, -1)).astype(jnp.float32)
@@ -235,16 +220,8 @@ def two_sample_accuracy(
     y_test = jnp.concatenate([jnp.ones(n - half, jnp.int32), jnp.zeros(n - half, jnp.int32)])
     mean = jnp.mean(x_train, axis=0)
     scale = jnp.std(x_train, axis=0) + 1e-6
-    params = _fit_mlp(
-        (x_train - mean) / scale,
-        y_train,
-        k_fit,
-        num_classes=2,
-        hidden=hidden,
-        steps=steps,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-    )
+    params = _fit_classifier((x_train - mean) / scale, y_train, k_fit, num_classes=2, hidden=hidden, steps=steps,
+                             batch_size=batch_size, learning_rate=learning_rate)
     logits, _ = classifier_apply(params, (x_test - mean) / scale)
     return jnp.mean(jnp.argmax(logits, axis=1) == y_test)
 
@@ -264,7 +241,7 @@ def train_digits_classifier(
     batch_size: int = 128,
     learning_rate: float = 1e-3,
 ) -> Params:
-    """θ = argmin_θ E[−log softmax(MLP_θ(x))_y] by Adam; returns MLP params ((w, b), ...).
+    """θ = argmin_θ E[−log softmax(MLP_θ(x))_y] by Adam; returns the variables of a ``models.MLPClassifier``.
 
     Args:
       images: (n, H, W, C) in [−1, 1] (any (n, ...) works; flattened).
@@ -279,33 +256,47 @@ def train_digits_classifier(
         raise ValueError(f"images must be (n, ...) and labels (n,); got images {images.shape}, labels {labels.shape}")
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(f"labels must be integers in [0, num_classes), got dtype {labels.dtype}")
-    _check_steps(steps, batch_size, hidden)
-    return _fit_mlp(
-        jnp.reshape(images, (images.shape[0], -1)),
-        labels,
-        key,
-        num_classes=num_classes,
-        hidden=tuple(hidden),
-        steps=steps,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-    )
+    return _fit_classifier(jnp.reshape(images, (images.shape[0], -1)), labels, key, num_classes=num_classes,
+                           hidden=tuple(hidden), steps=steps, batch_size=batch_size, learning_rate=learning_rate)
 
 
-def _load_params(path: str, n_features: int) -> Params:
-    with np.load(path) as data:
-        n_layers = len(data.files) // 2
-        if n_layers < 2 or sorted(data.files) != sorted([f"{c}{i}" for i in range(n_layers) for c in "wb"]):
-            raise ValueError(f"unexpected arrays {sorted(data.files)}")
-        params = tuple((jnp.asarray(data[f"w{i}"]), jnp.asarray(data[f"b{i}"])) for i in range(n_layers))
-    for i, (w, b) in enumerate(params):
-        if w.ndim != 2 or b.shape != (w.shape[1],) or (i and w.shape[0] != params[i - 1][0].shape[1]):
-            raise ValueError(f"layer {i} has inconsistent shapes w {w.shape}, b {b.shape}")
-        if not (jnp.all(jnp.isfinite(w)) and jnp.all(jnp.isfinite(b))):
-            raise ValueError(f"layer {i} holds non-finite values")
-    if params[0][0].shape[0] != n_features:
-        raise ValueError(f"classifier takes {params[0][0].shape[0]} input features, the images have {n_features}")
-    return params
+def _training_settings(images: jax.Array, labels: jax.Array, train_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What a cached classifier must have been trained with: the settings of ``train_digits_classifier`` with
+    ``train_kwargs`` (its defaults elsewhere) and a SHA-256 digest of the images and labels (not the key)."""
+    bound = inspect.signature(train_digits_classifier).bind(images, labels, None, **train_kwargs)
+    bound.apply_defaults()
+    settings = {name: value for name, value in bound.arguments.items() if name not in ("images", "labels", "key")}
+    digest = hashlib.sha256()
+    for array in (np.asarray(images, np.float32), np.asarray(labels, np.int64)):
+        digest.update(repr(array.shape).encode())
+        digest.update(array.tobytes())
+    settings["data_sha256"] = digest.hexdigest()
+    return json.loads(json.dumps(settings))  # as it reads back from the cache (tuples become lists)
+
+
+def _load_classifier(path: str, settings: dict[str, Any], n_features: int) -> Params:
+    """The variables cached at ``path``; ValueError unless they were trained with ``settings`` (same data,
+    same training settings) and are the finite arrays of the classifier those settings and ``n_features`` give."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError("it is not an .npz (zip) file")
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    if _SETTINGS_ENTRY not in arrays:
+        raise ValueError("it records no training settings (another file, or a cache of an older gan_jax)")
+    stored = json.loads(str(arrays.pop(_SETTINGS_ENTRY)))
+    changed = sorted(name for name in settings if stored.get(name) != settings[name])
+    if changed:
+        raise ValueError(f"it was trained with other {', '.join(changed)}")
+    classifier = models.MLPClassifier(num_classes=settings["num_classes"], hidden=tuple(settings["hidden"]))
+    x = jax.ShapeDtypeStruct((1, n_features), jnp.float32)
+    expected = flatten_dict(jax.eval_shape(classifier.init, jax.random.key(0), x), sep="/")
+    found = {name: array.shape for name, array in arrays.items()}
+    if found != {name: leaf.shape for name, leaf in expected.items()}:
+        raise ValueError(f"its arrays {found} are not those of {classifier} on {n_features} input features")
+    bad = sorted(name for name, array in arrays.items() if not np.all(np.isfinite(array)))
+    if bad:
+        raise ValueError(f"{', '.join(bad)} hold non-finite values")
+    return unflatten_dict({name: jnp.asarray(array) for name, array in arrays.items()}, sep="/")
 
 
 def load_or_train_digits_classifier(
@@ -313,25 +304,30 @@ def load_or_train_digits_classifier(
     images: jax.Array,
     labels: jax.Array,
     key: jax.Array,
-    **train_kwargs,
+    **train_kwargs: Any,
 ) -> Params:
-    """Params cached at ``workdir/digits_classifier.npz``; trained by ``train_digits_classifier`` when absent.
+    """Params at ``workdir/digits_classifier.npz`` if trained on these data and settings, else trained and saved there.
 
-    A cache that cannot be read or does not fit the images (corrupt file, wrong shapes, non-finite values) is
-    retrained with a warning and overwritten. Delete the file to retrain with other ``train_kwargs``.
+    Training is ``train_digits_classifier(images, labels, key, **train_kwargs)``. The cache stores the settings
+    and a digest of the data beside the weights: a cache trained on other data or with other ``train_kwargs``
+    (stale, or another run's), or one that cannot be read or does not fit (corrupt file, wrong shapes,
+    non-finite values) is retrained with a warning and overwritten. The key is not part of the settings: a
+    cache trained with another key is used.
     """
     path = os.path.join(os.fspath(workdir), DIGITS_CLASSIFIER_FILE)
-    n_features = int(np.prod(np.shape(images)[1:]))
+    settings = _training_settings(images, labels, train_kwargs)
+    n_features = math.prod(np.shape(images)[1:])
     if os.path.exists(path):
         try:
-            return _load_params(path, n_features)
-        except Exception as err:  # noqa: BLE001 — any unreadable cache is retrained
-            warnings.warn(f"digits classifier cache {path} is unusable ({err!r}); retraining it", stacklevel=2)
+            return _load_classifier(path, settings, n_features)
+        except Exception as err:  # noqa: BLE001 — any unusable cache is retrained
+            warnings.warn(f"digits classifier cache {path} is unusable ({err}); retraining it", stacklevel=2)
     params = train_digits_classifier(images, labels, key, **train_kwargs)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    arrays = {name: np.asarray(array) for name, array in flatten_dict(params, sep="/").items()}
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
-        np.savez(f, **{f"{c}{i}": np.asarray(a) for i, layer in enumerate(params) for c, a in zip("wb", layer)})
+        np.savez(f, **arrays, **{_SETTINGS_ENTRY: np.array(json.dumps(settings))})
     os.replace(tmp, path)
     return params
 

@@ -1,6 +1,7 @@
 """Generator and critic networks (Flax Linen): MLPs for low-dimensional data, a DCGAN-style conv pair for images.
 
 Every module is a plain Linen module; ``init`` returns a plain dict of variables that orbax can save.
+``MLPClassifier`` (class logits and features) serves the classifier-based scores of :mod:`gan_jax.metrics`.
 
 Generators (no state, no ``train`` flag)::
 
@@ -31,28 +32,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-# ---------------------------------------------------------------------------------------------------------
-# Activations registry.
+from gan_jax.registry import Registry
 
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+# ---------------------------------------------------------------------------------------------------------
+# Activations, by the name a config gives (model.activation).
+
+ACTIVATIONS: Registry[Callable[[jax.Array], jax.Array]] = Registry("activation", {
     "relu": jax.nn.relu,
     "leaky_relu": lambda x: jax.nn.leaky_relu(x, negative_slope=0.2),  # DCGAN slope (Radford et al. 2016)
     "elu": jax.nn.elu,
     "tanh": jnp.tanh,
     "swish": jax.nn.swish,
-}
-
-
-def activation_names() -> tuple[str, ...]:
-    """Names accepted by ``get_activation``."""
-    return tuple(ACTIVATIONS)
-
-
-def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
-    """Activation function registered under ``name``."""
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; valid activations: {activation_names()}")
-    return ACTIVATIONS[name]
+})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -87,8 +78,12 @@ def _matrix_lecun_normal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jn
     return nn.initializers.lecun_normal()(key, (math.prod(shape[:-1]), shape[-1]), dtype).reshape(shape)
 
 
-def _critic_layer(
-    layer: nn.Module, x: jax.Array, *, spectral_norm: bool, batch_norm: bool, train: bool
+# ---------------------------------------------------------------------------------------------------------
+# Building blocks, called inside a module's compact ``__call__`` (the layers become its submodules).
+
+
+def _layer(
+    layer: nn.Module, x: jax.Array, *, spectral_norm: bool = False, batch_norm: bool = False, train: bool = False
 ) -> jax.Array:
     """y = BN(layer_W̃(x)), W̃ = W / σ_max(W) if spectral_norm (power iteration), BN only if batch_norm."""
     if spectral_norm:
@@ -98,6 +93,32 @@ def _critic_layer(
     if batch_norm:
         x = nn.BatchNorm(use_running_average=not train, dtype=layer.dtype, name=f"{layer.name}_bn")(x)
     return x
+
+
+def _stack(layers: list[nn.Module], x: jax.Array, activation: str, **norm: bool) -> jax.Array:
+    """h ← a(`_layer`(layer, h, **norm)) for each layer in order: the hidden part of every network here."""
+    act = ACTIVATIONS[activation]
+    for layer in layers:
+        x = act(_layer(layer, x, **norm))
+    return x
+
+
+def _dense_layers(widths: tuple[int, ...], dtype: Any) -> list[nn.Module]:
+    """Dense layers hidden_0, hidden_1, … of the given widths."""
+    return [nn.Dense(width, dtype=dtype, name=f"hidden_{i}") for i, width in enumerate(widths)]
+
+
+def _critic_logit(x: jax.Array, dtype: Any, *, spectral_norm: bool, train: bool) -> jax.Array:
+    """f = w·flatten(x) + b (w spectrally normalised if asked), float32 of shape (n,)."""
+    logit = nn.Dense(1, dtype=dtype, name="logit")
+    x = x.reshape(x.shape[0], -1)
+    return _layer(logit, x, spectral_norm=spectral_norm, train=train)[:, 0].astype(jnp.float32)
+
+
+def _check_mlp(module: nn.Module, **widths: int) -> None:
+    ACTIVATIONS.get(module.activation)  # ValueError naming the valid activations
+    _check_at_least(type(module).__name__, 1, **widths)
+    _check_at_least(type(module).__name__, 0, depth=module.depth)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -114,18 +135,14 @@ class MLPGenerator(nn.Module):
     dtype: Any = jnp.float32  # compute dtype; parameters are float32, the output is float32
 
     def __post_init__(self) -> None:
-        get_activation(self.activation)
-        _check_at_least("MLPGenerator", 1, output_dim=self.output_dim, width=self.width)
-        _check_at_least("MLPGenerator", 0, depth=self.depth)
+        _check_mlp(self, output_dim=self.output_dim, width=self.width)
         super().__post_init__()
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
         _check_rank(z, 2, "MLPGenerator", "(n, latent_dim)")
-        act = get_activation(self.activation)
-        for i in range(self.depth):
-            z = act(nn.Dense(self.width, dtype=self.dtype, name=f"hidden_{i}")(z))
-        return nn.Dense(self.output_dim, dtype=self.dtype, name="output")(z).astype(jnp.float32)
+        h = _stack(_dense_layers((self.width,) * self.depth, self.dtype), z, self.activation)
+        return nn.Dense(self.output_dim, dtype=self.dtype, name="output")(h).astype(jnp.float32)
 
 
 class MLPCritic(nn.Module):
@@ -139,21 +156,39 @@ class MLPCritic(nn.Module):
     dtype: Any = jnp.float32  # compute dtype; parameters are float32, the logits are float32
 
     def __post_init__(self) -> None:
-        get_activation(self.activation)
-        _check_at_least("MLPCritic", 1, width=self.width)
-        _check_at_least("MLPCritic", 0, depth=self.depth)
+        _check_mlp(self, width=self.width)
         super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
         _check_rank(x, 2, "MLPCritic", "(n, d)")
-        act = get_activation(self.activation)
-        norm = dict(spectral_norm=self.spectral_norm, train=train)
-        for i in range(self.depth):
-            layer = nn.Dense(self.width, dtype=self.dtype, name=f"hidden_{i}")
-            x = act(_critic_layer(layer, x, batch_norm=self.batch_norm, **norm))
-        logit = nn.Dense(1, dtype=self.dtype, name="logit")
-        return _critic_layer(logit, x, batch_norm=False, **norm)[:, 0].astype(jnp.float32)
+        layers = _dense_layers((self.width,) * self.depth, self.dtype)
+        h = _stack(layers, x, self.activation, spectral_norm=self.spectral_norm, batch_norm=self.batch_norm,
+                   train=train)
+        return _critic_logit(h, self.dtype, spectral_norm=self.spectral_norm, train=train)
+
+
+class MLPClassifier(nn.Module):
+    """(W_out h + b_out, h), h = a(W_L … a(W_1 x + b_1) …): logits (n, num_classes), last hidden features h.
+
+    ``x`` (n, ...) is flattened to (n, d); one hidden layer per entry of ``hidden``, float32 throughout.
+    """
+
+    num_classes: int
+    hidden: tuple[int, ...] = (64, 64)
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        ACTIVATIONS.get(self.activation)  # ValueError naming the valid activations
+        if len(self.hidden) < 1 or min(self.hidden) < 1:
+            raise ValueError(f"hidden must be a non-empty tuple of positive widths, got {self.hidden}")
+        _check_at_least("MLPClassifier", 1, num_classes=self.num_classes)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = _stack(_dense_layers(tuple(self.hidden), jnp.float32), x.reshape(x.shape[0], -1), self.activation)
+        return nn.Dense(self.num_classes, name="output")(h), h
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -183,10 +218,9 @@ class ConvGenerator(nn.Module):
         features = self.base_width * 2**n_up
         h = nn.Dense(side * side * features, dtype=self.dtype, name="project")(z)
         h = jax.nn.relu(h).reshape(z.shape[0], side, side, features)
-        for i in range(n_up):
-            up = nn.ConvTranspose(self.base_width * 2 ** (n_up - 1 - i), **_STRIDE_2, dtype=self.dtype,
-                                  name=f"up_{i}")
-            h = jax.nn.relu(up(h))
+        ups = [nn.ConvTranspose(self.base_width * 2 ** (n_up - 1 - i), **_STRIDE_2, dtype=self.dtype, name=f"up_{i}")
+               for i in range(n_up)]
+        h = _stack(ups, h, "relu")
         to_image = nn.Conv(self.channels, (3, 3), kernel_init=_matrix_lecun_normal, dtype=self.dtype,
                            name="to_image")
         return jnp.tanh(to_image(h)).astype(jnp.float32)
@@ -212,35 +246,33 @@ class ConvCritic(nn.Module):
         _check_rank(x, 4, "ConvCritic", f"(n, {size}, {size}, C)")
         if x.shape[1:3] != (size, size):
             raise ValueError(f"ConvCritic(image_size={size}) expects (n, {size}, {size}, C) input, got {x.shape}")
-        act = get_activation("leaky_relu")
-        norm = dict(spectral_norm=self.spectral_norm, train=train)
         _, n_down = _spatial_plan(size)
-        for i in range(n_down):
-            down = nn.Conv(self.base_width * 2**i, **_STRIDE_2, dtype=self.dtype, name=f"down_{i}")
-            x = act(_critic_layer(down, x, batch_norm=self.batch_norm, **norm))
-        x = x.reshape(x.shape[0], -1)
-        logit = nn.Dense(1, dtype=self.dtype, name="logit")
-        return _critic_layer(logit, x, batch_norm=False, **norm)[:, 0].astype(jnp.float32)
+        downs = [nn.Conv(self.base_width * 2**i, **_STRIDE_2, dtype=self.dtype, name=f"down_{i}")
+                 for i in range(n_down)]
+        h = _stack(downs, x, "leaky_relu", spectral_norm=self.spectral_norm, batch_norm=self.batch_norm, train=train)
+        return _critic_logit(h, self.dtype, spectral_norm=self.spectral_norm, train=train)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Construction from a config.
 
-KINDS: tuple[str, ...] = ("mlp", "conv")
-
 # Compute dtypes a config may name (model.dtype). bfloat16 is the accelerator choice (TPU, recent GPUs);
 # parameters, optimizer states and the networks' outputs stay float32 whatever the compute dtype.
-COMPUTE_DTYPES: dict[str, Any] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+COMPUTE_DTYPES: Registry[Any] = Registry(
+    "model dtype", {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+)
 
 
 def compute_dtype(name: str) -> Any:
-    """The jnp dtype named by ``model.dtype``; ValueError listing the valid names otherwise."""
-    if name not in COMPUTE_DTYPES:
-        raise ValueError(f"unknown model dtype {name!r}; valid names: {', '.join(COMPUTE_DTYPES)}")
+    """The jnp dtype named by ``model.dtype``: ``COMPUTE_DTYPES[name]`` (ValueError naming the valid names)."""
     return COMPUTE_DTYPES[name]
+
 
 # Penalties on per-example gradient norms ‖∇ₓf(xᵢ)‖; batch norm makes f(xᵢ) depend on the whole batch.
 GRADIENT_NORM_PENALTIES: tuple[str, ...] = ("gp", "gp_one_sided", "r1", "r2")
+
+
+_Pair = tuple[nn.Module, nn.Module]  # (generator, critic)
 
 
 def _config_fields(model_cfg: Any, names: tuple[str, ...]) -> dict[str, Any]:
@@ -248,28 +280,17 @@ def _config_fields(model_cfg: Any, names: tuple[str, ...]) -> dict[str, Any]:
     return {name: getattr(model_cfg, name) for name in names if hasattr(model_cfg, name)}
 
 
-def build(model_cfg: Any, data_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
-    """(generator, critic) for per-example ``data_shape`` from ``model_cfg`` (an ml_collections ConfigDict).
+def _build_mlp(model_cfg: Any, data_shape: tuple[int, ...], dtype: Any, critic_norms: dict[str, Any]) -> _Pair:
+    if len(data_shape) != 1:
+        raise ValueError(
+            f"kind='mlp' needs a flat per-example data_shape (d,), got {data_shape}; "
+            "use kind='conv' for (H, W, C) images"
+        )
+    body = _config_fields(model_cfg, ("width", "depth", "activation"))
+    return MLPGenerator(output_dim=data_shape[0], dtype=dtype, **body), MLPCritic(**body, **critic_norms)
 
-    model_cfg.kind: "mlp" needs a flat data_shape (d,) (images are not flattened: use "conv");
-    "conv" needs square images (H, H, C) with H in IMAGE_SIZES. Fields width, depth, activation (mlp),
-    base_width (conv), spectral_norm, batch_norm (critic) and dtype (compute dtype) are used where set; unset
-    ones keep the module defaults. latent_dim is not needed here: the generator takes its input width from ``init``'s z.
-    """
-    kind = getattr(model_cfg, "kind", None)
-    if kind not in KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; valid kinds: {KINDS}")
-    data_shape = tuple(int(d) for d in data_shape)
-    dtype = compute_dtype(getattr(model_cfg, "dtype", "float32"))
-    critic_norms = dict(_config_fields(model_cfg, ("spectral_norm", "batch_norm")), dtype=dtype)
-    if kind == "mlp":
-        if len(data_shape) != 1:
-            raise ValueError(
-                f"kind='mlp' needs a flat per-example data_shape (d,), got {data_shape}; "
-                "use kind='conv' for (H, W, C) images"
-            )
-        body = _config_fields(model_cfg, ("width", "depth", "activation"))
-        return MLPGenerator(output_dim=data_shape[0], dtype=dtype, **body), MLPCritic(**body, **critic_norms)
+
+def _build_conv(model_cfg: Any, data_shape: tuple[int, ...], dtype: Any, critic_norms: dict[str, Any]) -> _Pair:
     if len(data_shape) != 3 or data_shape[0] != data_shape[1]:
         raise ValueError(
             f"kind='conv' needs a square image data_shape (H, H, C), got {data_shape}; "
@@ -281,8 +302,26 @@ def build(model_cfg: Any, data_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Mo
             ConvCritic(size, **body, **critic_norms))
 
 
+# model.kind -> builder (model_cfg, data_shape, dtype, critic norm options) -> (generator, critic).
+KINDS: Registry[Callable[..., _Pair]] = Registry("model kind", {"mlp": _build_mlp, "conv": _build_conv})
+
+
+def build(model_cfg: Any, data_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+    """(generator, critic) for per-example ``data_shape``, made by ``KINDS[model_cfg.kind]`` (an ml_collections config).
+
+    model_cfg.kind: "mlp" needs a flat data_shape (d,) (images are not flattened: use "conv");
+    "conv" needs square images (H, H, C) with H in IMAGE_SIZES. Fields width, depth, activation (mlp),
+    base_width (conv), spectral_norm, batch_norm (critic) and dtype (compute dtype) are used where set; unset
+    ones keep the module defaults. latent_dim is not needed here: the generator takes its input width from ``init``'s z.
+    """
+    make = KINDS[getattr(model_cfg, "kind", None)]
+    dtype = COMPUTE_DTYPES[getattr(model_cfg, "dtype", "float32")]
+    critic_norms = dict(_config_fields(model_cfg, ("spectral_norm", "batch_norm")), dtype=dtype)
+    return make(model_cfg, tuple(int(d) for d in data_shape), dtype, critic_norms)
+
+
 def check_critic_compatible(model_cfg: Any, penalty_name: str) -> None:
-    """Raise ValueError if the critic uses batch norm together with a per-example gradient-norm penalty.
+    """ValueError if batch_norm is on and ``penalty_name`` penalises per-example gradient norms ‖∇ₓf(xᵢ)‖.
 
     ``model_cfg`` is the model config (or a critic module); batch norm couples the examples of a batch, so
     ‖∇ₓf(xᵢ)‖ is no longer a per-example quantity (Gulrajani et al. 2017, WGAN-GP, §4 "No critic batch

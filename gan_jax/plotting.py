@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib.image
 import numpy as np
+from numpy.typing import ArrayLike
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -27,21 +28,27 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> str:
+def _output(path: str | os.PathLike) -> str:
+    """``path`` as a str, its folder created."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    return path
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> str:
+    path = _output(path)
     fig.savefig(path, format="png", bbox_inches="tight")
     return path
 
 
-def _points(x, name: str) -> np.ndarray:
+def _points(x: ArrayLike, name: str) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] not in (1, 2):
         raise ValueError(f"{name} must have shape (n, 1) or (n, 2), got {x.shape}")
     return x
 
 
-def _limits(lim) -> tuple[float, float] | None:
+def _limits(lim: float | tuple[float, float] | None) -> tuple[float, float] | None:
     if lim is None:
         return None
     if np.ndim(lim) == 0:
@@ -95,13 +102,13 @@ def _draw_samples(ax: Axes, samples, data=None, centers=None, title=None, lim=No
 
 def scatter_samples(
     path: str | os.PathLike,
-    samples,
-    data=None,
-    centers=None,
+    samples: ArrayLike,
+    data: ArrayLike | None = None,
+    centers: ArrayLike | None = None,
     title: str | None = None,
     lim: float | tuple[float, float] | None = None,
 ) -> str:
-    """Scatter of generated samples (n, 2) over data samples and mode centres (×); (n, 1) → histograms.
+    """PNG at ``path`` (returned): samples (n, 2) over data and mode centres (hollow circles); (n, 1) → histograms.
 
     Args:
       lim: axis range, ``a`` for [−a, a] or ``(lo, hi)``; both axes in 2-D, the x axis in 1-D.
@@ -113,14 +120,14 @@ def scatter_samples(
 
 def scatter_grid(
     path: str | os.PathLike,
-    panels: Sequence[tuple[str, object]],
-    centers=None,
+    panels: Sequence[tuple[str, ArrayLike]],
+    centers: ArrayLike | None = None,
     ncols: int = 4,
     lim: float | tuple[float, float] | None = None,
 ) -> str:
-    """Several ``scatter_samples`` panels, given as (title, samples), in rows of ``ncols`` (e.g. methods × seeds).
+    """PNG at ``path`` (returned): ``scatter_samples`` panels (title, samples) in rows of ``ncols`` (methods × seeds).
 
-    Centres (×) are drawn in every panel; panels have no legend.
+    Centres (hollow circles) are drawn in every panel; panels have no legend.
     """
     if len(panels) == 0:
         raise ValueError("panels must hold at least one (title, samples) pair, got none")
@@ -135,8 +142,8 @@ def scatter_grid(
     return _save(fig, path)
 
 
-def image_grid(path: str | os.PathLike, images, nrow: int = 8) -> str:
-    """Tile images (n, H, W, C) in [−1, 1] into rows of ``nrow`` (grey for C = 1, RGB for C = 3).
+def image_grid(path: str | os.PathLike, images: ArrayLike, nrow: int = 8) -> str:
+    """PNG at ``path`` (returned): images (n, H, W, C) in [−1, 1] tiled in rows of ``nrow`` (grey C = 1, RGB C = 3).
 
     Written pixel for pixel (no axes), each image enlarged by an integer factor to at least 64 px high,
     cells separated by 2 grey pixels; values are clipped to [−1, 1] and mapped to [0, 1].
@@ -158,8 +165,7 @@ def image_grid(path: str | os.PathLike, images, nrow: int = 8) -> str:
         top = pad + (i // ncols) * (ch + pad)
         left = pad + (i % ncols) * (cw + pad)
         canvas[top : top + ch, left : left + cw] = image
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    path = _output(path)
     if c == 1:
         matplotlib.image.imsave(path, canvas[..., 0], cmap="gray", vmin=0.0, vmax=1.0, format="png")
     else:
@@ -180,14 +186,14 @@ def _y_range(ys: Sequence[np.ndarray], logy: bool) -> tuple[float, float]:
 
 def curves(
     path: str | os.PathLike,
-    x,
-    ys: Mapping[str, object],
+    x: ArrayLike,
+    ys: Mapping[str, ArrayLike],
     xlabel: str,
     ylabel: str,
     title: str | None = None,
     logy: bool = False,
 ) -> str:
-    """Line plot of each ys[label] against x; +∞ / −∞ values are drawn as ▲ / ▼ above / below the finite range.
+    """PNG at ``path`` (returned): each ys[label] against x, ±∞ drawn as ▲ / ▼ above / below the finite range.
 
     The markers get their own legend entry ("label = +∞"); NaN values leave gaps.
 

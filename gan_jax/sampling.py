@@ -81,7 +81,8 @@ def _samples_and_logits(samples: jax.Array, logits: jax.Array) -> tuple[jax.Arra
     samples = jnp.asarray(samples)
     if samples.ndim == 0:
         raise ValueError("samples is a scalar (shape ()); give a batch of samples, shape (n, *event).")
-    fix = "give one critic logit per generator sample, logits = critic(samples), shape (n,) or (n, 1)."
+    fix = ("give one critic logit per generator sample, logits = critic(samples), shape (n,) or (n, 1); a critic "
+           "that scores packs of m > 1 samples (PacGAN) gives no per-sample logit and cannot drive these samplers.")
     return samples, _as_logits(logits, samples.shape[0], "logits", fix)
 
 
@@ -142,12 +143,16 @@ def rejection_sample(
 
 def _accepted_first(samples: jax.Array, accept: jax.Array) -> Accepted:
     """Stable partition: accepted rows first (input order), the other rows zeroed."""
-    n = accept.shape[0]
     order = jnp.argsort(~accept, stable=True)
-    count = jnp.sum(accept, dtype=jnp.int32)
+    return _first_rows(samples[order], jnp.sum(accept, dtype=jnp.int32))
+
+
+def _first_rows(rows: jax.Array, count: jax.Array) -> Accepted:
+    """`Accepted` holding rows[:count], the rows from `count` on zeroed."""
+    n = rows.shape[0]
     valid = jnp.arange(n) < count
-    kept = jnp.where(valid.reshape((n,) + (1,) * (samples.ndim - 1)), samples[order], 0)
-    return Accepted(kept.astype(samples.dtype), valid, count)
+    kept = jnp.where(valid.reshape((n,) + (1,) * (rows.ndim - 1)), rows, 0)
+    return Accepted(kept.astype(rows.dtype), valid, count)
 
 
 @functools.partial(jax.jit, static_argnames=("propose", "n", "max_rounds"))
@@ -210,10 +215,7 @@ def rejection_sample_n(
         return r + 1, count + out.count, buffer
 
     _, count, buffer = jax.lax.while_loop(not_done, step, (jnp.int32(1), first.count, buffer))
-    count = jnp.minimum(count, n)
-    valid = jnp.arange(n) < count
-    kept = jnp.where(valid.reshape((n,) + (1,) * (samples.ndim - 1)), buffer[:n], 0)
-    return Accepted(kept, valid, count)
+    return _first_rows(buffer[:n], jnp.minimum(count, n))
 
 
 # --------------------------------------------------------------------------------------------------

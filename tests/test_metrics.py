@@ -324,25 +324,56 @@ def test_load_or_train_digits_classifier_caches(tmp_path, digits):
         # Another key would train other params: equal params mean they came from the cache.
         second = metrics.load_or_train_digits_classifier(tmp_path, x_train, y_train, jax.random.key(1))
     jax.tree.map(np.testing.assert_array_equal, second, params)
-    assert [w.shape for w, _ in second] == [(64, 128), (128, 64), (64, 10)]
+    kernels = [second["params"][layer]["kernel"].shape for layer in ("hidden_0", "hidden_1", "output")]
+    assert kernels == [(64, 128), (128, 64), (64, 10)]
 
 
-@pytest.mark.parametrize("corruption", ["garbage", "truncated", "wrong_input_size", "non_finite"])
-def test_corrupt_digits_classifier_cache_is_retrained(tmp_path, digits, corruption):
+@pytest.fixture(scope="module")
+def cache_arrays(tmp_path_factory, digits):
+    """The arrays of a valid cache of the fixture's classifier (same data, key and settings)."""
+    _, x_train, y_train, _, _ = digits
+    workdir = tmp_path_factory.mktemp("cache")
+    metrics.load_or_train_digits_classifier(workdir, x_train, y_train, jax.random.key(0))
+    with np.load(workdir / metrics.DIGITS_CLASSIFIER_FILE) as data:
+        return {name: data[name] for name in data.files}
+
+
+@pytest.mark.parametrize(
+    "corruption, reason",
+    [
+        ("garbage", r"not an \.npz \(zip\) file"),
+        ("truncated", r"not an \.npz \(zip\) file"),
+        ("wrong_input_size", r"params/hidden_0/kernel': \(5, 128\)"),
+        ("non_finite", "params/hidden_1/kernel hold non-finite values"),
+        ("no_settings", "records no training settings"),
+        ("other_settings", r"trained with other steps\)"),
+        ("other_data", r"trained with other data_sha256\)"),
+    ],
+)
+def test_corrupt_or_stale_digits_classifier_cache_is_retrained(tmp_path, digits, cache_arrays, corruption, reason):
     params, x_train, y_train, _, _ = digits
     path = tmp_path / metrics.DIGITS_CLASSIFIER_FILE
-    arrays = {f"{c}{i}": np.asarray(a) for i, layer in enumerate(params) for c, a in zip("wb", layer)}
+    arrays = dict(cache_arrays)
     if corruption == "garbage":
         path.write_bytes(b"not an npz file")
     elif corruption == "truncated":
         np.savez(path, **arrays)
         path.write_bytes(path.read_bytes()[:100])
-    elif corruption == "wrong_input_size":
-        np.savez(path, w0=np.zeros((5, 3)), b0=np.zeros(3), w1=np.zeros((3, 10)), b1=np.zeros(10))
     else:
-        arrays["w1"] = np.full_like(arrays["w1"], np.nan)
-        np.savez(path, **arrays)
-    with pytest.warns(UserWarning, match="digits classifier cache .* is unusable"):
+        if corruption == "wrong_input_size":
+            arrays["params/hidden_0/kernel"] = np.zeros((5, 128), np.float32)
+        elif corruption == "non_finite":
+            arrays["params/hidden_1/kernel"] = np.full_like(arrays["params/hidden_1/kernel"], np.nan)
+        elif corruption == "no_settings":
+            del arrays["settings"]
+        elif corruption == "other_settings":  # a stale cache: trained for 5 steps
+            arrays["settings"] = np.array(str(arrays["settings"]).replace('"steps": 1000', '"steps": 5'))
+        else:  # another run's cache: the same classifier trained on other images
+            metrics.load_or_train_digits_classifier(tmp_path, x_train[:-1], y_train[:-1], jax.random.key(0))
+            arrays = None
+        if arrays is not None:
+            np.savez(path, **arrays)
+    with pytest.warns(UserWarning, match=f"digits classifier cache .* is unusable .*{reason}"):
         retrained = metrics.load_or_train_digits_classifier(tmp_path, x_train, y_train, jax.random.key(0))
     jax.tree.map(np.testing.assert_array_equal, retrained, params)
     # The rewritten cache loads without a warning (key 1 would train other params).

@@ -72,13 +72,13 @@ CONV_CRITIC = models.ConvCritic(8, base_width=4)
 )
 def test_activation_registry_matches_formulas(name, reference):
     x = np.linspace(-3.0, 3.0, 13, dtype=np.float32)
-    npt.assert_allclose(models.get_activation(name)(jnp.asarray(x)), reference(x), rtol=1e-6, atol=1e-6)
-    assert name in models.activation_names()
+    npt.assert_allclose(models.ACTIVATIONS.get(name)(jnp.asarray(x)), reference(x), rtol=1e-6, atol=1e-6)
+    assert name in models.ACTIVATIONS.names()
 
 
 def test_unknown_activation_lists_valid_names():
-    with pytest.raises(ValueError, match=r"unknown activation 'gelu'.*relu.*swish"):
-        models.get_activation("gelu")
+    with pytest.raises(ValueError, match=r"unknown activation 'gelu'; valid names: relu, .*swish"):
+        models.ACTIVATIONS.get("gelu")
     with pytest.raises(ValueError, match="unknown activation 'gelu'"):
         models.MLPCritic(activation="gelu")
     with pytest.raises(ValueError, match="unknown activation 'gelu'"):
@@ -117,6 +117,22 @@ def test_mlp_forward_matches_numpy():
     out = critic.apply({"params": pc}, x)
     assert out.shape == (N,)
     npt.assert_allclose(out, c_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_mlp_classifier_forward_matches_numpy():
+    classifier = models.MLPClassifier(num_classes=3, hidden=(8, 5))
+    x = normal(3, (N, 2, 2, 1))  # flattened to (N, 4)
+    p = jax.tree.map(np.asarray, random_variables(classifier, x.shape, seed=3)["params"])
+    hidden_0 = np.maximum(np.asarray(x).reshape(N, 4) @ p["hidden_0"]["kernel"] + p["hidden_0"]["bias"], 0)
+    h_ref = np.maximum(hidden_0 @ p["hidden_1"]["kernel"] + p["hidden_1"]["bias"], 0)
+    logits, features = classifier.apply({"params": p}, x)
+    assert logits.shape == (N, 3) and features.shape == (N, 5)
+    npt.assert_allclose(features, h_ref, rtol=1e-5, atol=1e-5)
+    npt.assert_allclose(logits, h_ref @ p["output"]["kernel"] + p["output"]["bias"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"hidden must be a non-empty tuple of positive widths, got \(\)"):
+        models.MLPClassifier(num_classes=3, hidden=())
+    with pytest.raises(ValueError, match="num_classes must be >= 1, got 0"):
+        models.MLPClassifier(num_classes=0)
 
 
 def test_mlp_depth_zero_is_affine():
@@ -397,7 +413,7 @@ def test_build_errors_name_the_problem():
     def cfg(**kw):
         return ml_collections.ConfigDict(kw)
 
-    with pytest.raises(ValueError, match=r"unknown model kind 'resnet'.*\('mlp', 'conv'\)"):
+    with pytest.raises(ValueError, match=r"unknown model kind 'resnet'; valid names: mlp, conv"):
         models.build(cfg(kind="resnet"), (2,))
     with pytest.raises(ValueError, match=r"unknown model kind None"):
         models.build(cfg(width=3), (2,))

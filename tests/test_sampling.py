@@ -300,6 +300,8 @@ def test_errors_name_problem_and_fix():
     key = jax.random.key(0)
     with pytest.raises(ValueError, match=r"logits has shape \(5,\) but there are 4 samples; give one critic logit"):
         sampling.rejection_sample(key, jnp.zeros(4), jnp.zeros(5))
+    with pytest.raises(ValueError, match=r"there are 4 samples; .*packs of m > 1 samples .* cannot drive"):
+        sampling.metropolis_hastings(key, jnp.zeros((4, 2)), jnp.zeros(2), n_chains=2)  # a critic on pairs
     with pytest.raises(ValueError, match=r"logits has shape \(4, 2\); expected \(n,\) or \(n, 1\)"):
         sampling.rejection_sample(key, jnp.zeros((4, 3)), jnp.zeros((4, 2)))
     with pytest.raises(ValueError, match=r"samples is a scalar"):

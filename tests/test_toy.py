@@ -213,6 +213,8 @@ def test_disjoint_lines():
     np.testing.assert_allclose(x[:, 1].mean(), 0.5, atol=5 * math.sqrt(1 / 12 / N))
     np.testing.assert_allclose(x[:, 1].var(), 1 / 12, rtol=0.05)
     assert toy.get("disjoint_lines", theta=theta).param("theta") == theta
+    with pytest.raises(ValueError, match="unknown disjoint_lines parameter 'noise'; valid names: theta"):
+        toy.get("disjoint_lines").param("noise")
 
 
 @pytest.mark.parametrize("name", toy.names())

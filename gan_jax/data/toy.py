@@ -22,6 +22,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from gan_jax.registry import Registry
+
 Sampler = Callable[["ToyDistribution", jax.Array, int], jax.Array]
 LogDensity = Callable[["ToyDistribution", jax.Array], jax.Array]
 
@@ -44,11 +46,8 @@ class ToyDistribution:
     params: tuple[tuple[str, Any], ...] = ()
 
     def param(self, name: str) -> Any:
-        """The value of parameter `name` of a non-mixture distribution (e.g. theta, noise)."""
-        values = dict(self.params)
-        if name not in values:
-            raise ValueError(f"{self.name} has no parameter {name!r}; it has {sorted(values)}")
-        return values[name]
+        """The value of parameter `name` of a non-mixture distribution (e.g. theta, noise); ValueError otherwise."""
+        return Registry(f"{self.name} parameter", dict(self.params))[name]
 
     def sample(self, key: jax.Array, n: int) -> jax.Array:
         """x_i ~ p i.i.d., i = 1..n; n must be static under jit (static_argnums / functools.partial)."""
@@ -234,24 +233,25 @@ def disjoint_lines(theta: float = 0.0) -> ToyDistribution:
     )
 
 
-_REGISTRY: dict[str, Callable[..., ToyDistribution]] = {
+_REGISTRY: Registry[Callable[..., ToyDistribution]] = Registry("toy distribution", {
     "ring8": ring8,
     "grid25": grid25,
     "swiss_roll": swiss_roll,
     "two_gaussians_1d": two_gaussians_1d,
     "disjoint_lines": disjoint_lines,
-}
+})
 
 
 def names() -> tuple[str, ...]:
-    """The registered distribution names."""
-    return tuple(_REGISTRY)
+    """The registered distribution names, in registration order."""
+    return _REGISTRY.names()
 
 
 def get(name: str, **kwargs: Any) -> ToyDistribution:
-    """The distribution `name` built with its parameters `kwargs` (see each factory's defaults)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown toy distribution {name!r}; valid names: {', '.join(names())}")
+    """_REGISTRY[name](**kwargs): the distribution `name` with its parameters (see each factory's defaults).
+
+    ValueError for an unknown name or parameter name, or a parameter out of its range (TypeError: not a number).
+    """
     factory = _REGISTRY[name]
     valid = tuple(inspect.signature(factory).parameters)
     unknown = sorted(set(kwargs) - set(valid))
