@@ -171,19 +171,25 @@ def test_disjoint_sequence_converges_only_in_w(hierarchy):
 # run_all ----------------------------------------------------------------------------------------------
 
 
-def test_run_all_writes_summary_and_skips_missing_scripts(tmp_path, capsys):
+def test_run_all_writes_summary(tmp_path, capsys):
+    claims = (run_all.Claim(7, "hierarchy", "convergence_hierarchy"),)
+    outdir = str(tmp_path / "lecture")
+    results = run_all.run_all(outdir, quick=True, claims=claims)
+    assert results["convergence_hierarchy"]["markdown"]
+    with open(tmp_path / "lecture.md", encoding="utf-8") as f:
+        summary = f.read()
+    assert "## Claim 7: hierarchy" in summary
+    assert "](lecture/convergence_hierarchy.png)" in summary
+    assert results["convergence_hierarchy"]["markdown"].strip() in summary
+    assert "Ran 1 lecture scripts" in capsys.readouterr().out
+
+
+def test_run_all_fails_on_a_missing_script_before_running_any(tmp_path):
+    """Every registered script is imported first: a wrong name stops run_all before the scripts before it run."""
     claims = (
         run_all.Claim(7, "hierarchy", "convergence_hierarchy"),
         run_all.Claim(99, "not written", "no_such_lecture_script"),
     )
-    outdir = str(tmp_path / "lecture")
-    results = run_all.run_all(outdir, quick=True, claims=claims)
-    assert results["no_such_lecture_script"] is None
-    assert results["convergence_hierarchy"]["markdown"]
-    with open(tmp_path / "lecture.md", encoding="utf-8") as f:
-        summary = f.read()
-    assert "## Claim 7: hierarchy" in summary and "## Claim 99: not written" in summary
-    assert "](lecture/convergence_hierarchy.png)" in summary
-    assert results["convergence_hierarchy"]["markdown"].strip() in summary
-    assert "does not exist (or has no run()) yet" in summary
-    assert "skipped" in capsys.readouterr().out
+    with pytest.raises(ModuleNotFoundError, match="no_such_lecture_script"):
+        run_all.run_all(str(tmp_path / "lecture"), quick=True, claims=claims)
+    assert not (tmp_path / "lecture").exists() and not (tmp_path / "lecture.md").exists()

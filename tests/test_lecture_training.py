@@ -1,5 +1,5 @@
 """The lecture scripts that train GANs (claims 2, 4 by training, and 6), at their quick sizes, and their shared
-training helper.
+training helper (experiments/lecture/training.py).
 
 References: two samples of one distribution are indistinguishable (two-sample accuracy 0.5 up to sampling
 noise); an untrained generator's samples near the origin are separable from a ring of radius 2 (accuracy
@@ -19,7 +19,7 @@ import pytest
 
 from experiments import train as train_cli
 from experiments.configs import common as configs
-from experiments.lecture import fgan_covering_seeking, mode_collapse, two_sample_classifier
+from experiments.lecture import fgan_covering_seeking, mode_collapse, training, two_sample_classifier
 from gan_jax import engine as engine_lib
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -91,11 +91,11 @@ def test_train_and_sample_matches_the_engine_cli(tmp_path):
     cfg.train.eval_samples = 64
     cfg.seed = 3
     cfg.parallel.num_devices = 1  # the helper runs on one device; same reduction order, same numbers
-    samples, skipped = mode_collapse.train_and_sample(cfg, [3], [10, 20], 64, decay_from=10, decay_factor=1.0)
+    samples, skipped = training.train_and_sample(cfg, [3], [10, 20], 64, decay_from=10, decay_factor=1.0)
     assert samples.shape == (1, 2, 64, 2) and skipped.tolist() == [0]
 
     train_cli.train_and_evaluate(cfg, str(tmp_path), progress=False)
-    state = cli.restore_state(str(tmp_path))
+    state = train_cli.restore_state(str(tmp_path))
     engine = engine_lib.make_engine(cfg, (2,))
     z = jax.random.normal(jax.random.key(cfg.seed + 1), (64, cfg.model.latent_dim))
     expected = engine_lib.make_sampler(engine)(state.generator_params, z)
@@ -106,7 +106,7 @@ def test_train_and_sample_matches_the_engine_cli(tmp_path):
 def test_train_and_sample_rejects_unordered_steps():
     cfg = configs.toy("ring8", "gan", "smoke")
     with pytest.raises(ValueError, match="at_steps must be non-negative and increasing"):
-        mode_collapse.train_and_sample(cfg, [0], [20, 10], 8)
+        training.train_and_sample(cfg, [0], [20, 10], 8)
 
 
 def test_mean_std_counts_undefined_runs_apart():

@@ -50,14 +50,17 @@ def png_path(outdir: str, name: str) -> str:
     return os.path.join(outdir, f"{name}.png")
 
 
-def main(run: Callable[..., dict], name: str) -> None:
-    """Runs `run(outdir, quick)` from the flags, prints the table and where the files are."""
+def main(run: Callable[..., dict], name: str, options: Callable[[], dict] | None = None) -> None:
+    """Runs `run(outdir, quick, **options())` from the flags, prints the table and where the files are.
+
+    `options` reads a script's own flags (called once the flags are parsed).
+    """
 
     def _main(argv: Sequence[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         start = time.perf_counter()
-        result = run(OUTDIR.value, quick=QUICK.value)
+        result = run(OUTDIR.value, quick=QUICK.value, **(options() if options else {}))
         print(result["markdown"])
         print(
             f"\n{name}: {time.perf_counter() - start:.1f} s; wrote {os.path.join(OUTDIR.value, name + '.md')} "

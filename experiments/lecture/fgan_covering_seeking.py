@@ -58,6 +58,8 @@ INITS = ((1.0, 0.5), (-1.0, 0.5), (1.0, 1.0))  # (μ0, σ0); seed k starts at IN
 
 
 class Objective(NamedTuple):
+    """A row of the table: a critic loss, the generator loss's form, and what the generator then descends."""
+
     label: str  # row label: what the critic estimates
     loss: str  # critic loss (gan_jax.losses name)
     form: str  # generator loss: "saddle" | "alternative"

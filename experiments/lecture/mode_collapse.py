@@ -14,7 +14,8 @@ Each method (`METHODS`) is an engine config: a preset of experiments/configs/com
 optimizer), config overrides (train.ema_decay, loss.pack, loss.name), its number of generator steps, and how
 samples are drawn (the generator, or DRS / MH-GAN with the trained critic). Shared training protocol: MLP
 generator and critic (width 64, depth 4, latent 2, batch 256); the last `DECAY_FRACTION` of the generator
-steps at `DECAY_FACTOR` × the preset's learning rates (the engine's "step" schedule). The step decay matters:
+steps at `DECAY_FACTOR` × the preset's learning rates (the engine's "step" schedule; experiments/lecture/
+training.py, shared with claim 2). The step decay matters:
 with std 0.01 an HQ sample lies within 0.03 of a mode centre, and at a constant learning rate the generator
 keeps moving by about that much (measured: gan_gp reaches ~70 % HQ on the ring after 3000 steps at 2e-3, 95 %
 after 1000 more at 2e-4). The grid needs more steps and the fourth layer: a generator with a 2-D latent maps
@@ -76,13 +77,14 @@ import matplotlib.image
 import ml_collections
 import numpy as np
 import optax
-from absl import app, flags
+from absl import flags
 
 from experiments.configs import common as configs
 from experiments.lecture import common
-from gan_jax import losses, metrics, parallel, plotting, sampling
+from experiments.lecture.training import DECAY_FACTOR, DECAY_FRACTION, latents, train_states, with_step_decay
+from gan_jax import losses, metrics, plotting, sampling
 from gan_jax import engine as engine_lib
-from gan_jax.data import make_source, toy
+from gan_jax.data import toy
 
 NAME = "mode_collapse"
 DATASETS = {"ring8": dict(radius=1.0, std=0.01), "grid25": dict(spacing=2.0, std=0.05)}
@@ -90,7 +92,6 @@ N_SAMPLES = 2500
 HQ_THRESHOLD = 3.0  # in units of the component std
 SEEDS = 5  # methods without their own `seeds`
 STEPS = {"ring8": 2000, "grid25": 4000}  # generator steps of methods without their own `steps`
-DECAY_FRACTION, DECAY_FACTOR = 0.25, 0.1
 MODEL = dict(width=64, depth=4, latent_dim=2, batch_size=256, steps_per_call=50)
 SHOWN_SEEDS = 5  # seeds of the best recipe (BEST[0]) in the figure; one of every other method
 
@@ -160,18 +161,13 @@ SEEDS_FLAG = flags.DEFINE_integer("seeds", None, "Seeds per method (default: eac
 # Configs and training
 
 
-def with_step_decay(cfg: ml_collections.ConfigDict, decay_from: int, factor: float) -> ml_collections.ConfigDict:
-    """A copy of `cfg` whose learning rates (both roles) are multiplied by `factor` from generator step `decay_from` on."""
-    cfg = cfg.copy_and_resolve_references()
-    for role in ("generator", "critic"):
-        cfg.optim[role].update(schedule="step", boundaries=(int(decay_from),), decay_factor=float(factor))
-    return cfg
-
-
 def make_config(dataset: str, method: Method | str, steps: int, model: dict,
                 decay_fraction: float = DECAY_FRACTION) -> ml_collections.ConfigDict:
-    """`method`'s engine config on the published `dataset`: `model`'s sizes (keys of MODEL), `steps` generator
-    steps, the last `decay_fraction` of them at DECAY_FACTOR × the learning rates. A str is a bare preset."""
+    """`method`'s engine config on the published `dataset`, trained for `steps` generator steps.
+
+    `model` gives the sizes (keys of MODEL); the last `decay_fraction` of the steps run at DECAY_FACTOR × the
+    learning rates. A str `method` is a bare preset.
+    """
     method = Method(method) if isinstance(method, str) else method
     cfg = configs.toy(dataset, method.preset, None, **DATASETS[dataset])
     cfg.model.width, cfg.model.depth, cfg.model.latent_dim = model["width"], model["depth"], model["latent_dim"]
@@ -190,81 +186,17 @@ def make_config(dataset: str, method: Method | str, steps: int, model: dict,
     return cfg
 
 
-def _train(cfg: ml_collections.ConfigDict, seeds: Sequence[int], at_steps: Sequence[int]):
-    """(engine, source, [[state after each of at_steps] per seed], [non-finite steps skipped per seed]).
-
-    One engine and compiled step serve every seed: the seed only sets the initial state (`cfg.seed`).
-    """
-    if list(at_steps) != sorted(at_steps) or min(at_steps) < 0:
-        raise ValueError(f"at_steps must be non-negative and increasing, got {list(at_steps)}")
-    source = make_source(cfg.data)
-    mesh = parallel.make_mesh(1)
-    arrays = parallel.replicate(source.arrays, mesh)
-    engine = engine_lib.make_engine(cfg, source.shape)
-    compiled = {}
-
-    def advance(state, n: int):
-        if n not in compiled:
-            compiled[n] = engine_lib.make_train_step(cfg, engine, source, mesh, steps_per_call=n)
-        return compiled[n](state, arrays)
-
-    states, skipped = [], []
-    for seed in seeds:
-        run_cfg = cfg.copy_and_resolve_references()
-        run_cfg.seed = int(seed)
-        state = parallel.replicate(engine_lib.create_state(run_cfg, engine, source.shape), mesh)
-        done, bad, per_step = 0, 0, []
-        for target in at_steps:
-            while done < target:
-                n = min(cfg.train.steps_per_call, target - done)
-                state, chunk = advance(state, n)
-                bad += int(np.sum(chunk["nonfinite"]))
-                done += n
-            per_step.append(jax.tree.map(jnp.copy, state))  # the next call donates `state`
-        states.append(per_step)
-        skipped.append(bad)
-    return engine, source, states, np.asarray(skipped)
-
-
-def latents(seed: int, n: int, latent_dim: int) -> jax.Array:
-    """The fixed latents of seed `seed` (key seed + 1, as experiments/train.py samples them)."""
-    return jax.random.normal(jax.random.key(seed + 1), (n, latent_dim))
-
-
-def train_and_sample(
-    cfg: ml_collections.ConfigDict,
-    seeds: Sequence[int],
-    at_steps: Sequence[int],
-    n_samples: int,
-    decay_from: int | None = None,
-    decay_factor: float = DECAY_FACTOR,
-) -> tuple[np.ndarray, np.ndarray]:
-    """G(z_seed) for `n_samples` fixed latents after each of `at_steps` generator steps, per seed.
-
-    Steps from `decay_from` on use `decay_factor` × the configured learning rates (the engine's "step"
-    schedule for both roles, `with_step_decay`); samples come from `sampling_params` (the EMA when on).
-
-    Returns:
-      samples (len(seeds), len(at_steps), n_samples, dim) and the number of non-finite (skipped) steps per seed.
-    """
-    if decay_from is not None:
-        cfg = with_step_decay(cfg, decay_from, decay_factor)
-    engine, _, states, skipped = _train(cfg, seeds, at_steps)
-    sampler = engine_lib.make_sampler(engine)
-    samples = [[np.asarray(sampler(engine_lib.sampling_params(s), latents(seed, n_samples, cfg.model.latent_dim)))
-                for s in per_step] for seed, per_step in zip(seeds, states)]
-    return np.asarray(samples), skipped
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Critic-driven sampling (DRS, MH-GAN)
 
 
 def make_refined_sampler(engine: engine_lib.Engine, dist: toy.ToyDistribution, latent_dim: int, n_samples: int,
                          kind: str, refine: dict):
-    """`sample(state, key) -> (samples (n_samples, d), statistic)` by DRS ("drs") or MH-GAN ("mh") from the
-    critic of `state`, refitted and calibrated as `REFINE` says; the statistic is DRS's acceptance rate or the
-    mean number of proposals each MH chain accepted."""
+    """`sample(state, key) -> (samples (n_samples, d), statistic)` by DRS ("drs") or MH-GAN ("mh").
+
+    The critic of `state` is refitted and calibrated as `REFINE` says; the statistic is DRS's acceptance rate or
+    the mean number of proposals each MH chain accepted.
+    """
     if kind not in ("drs", "mh"):
         raise ValueError(f"unknown sampler {kind!r}; valid: 'generator', 'drs', 'mh'")
     if engine.pack != 1:
@@ -396,9 +328,9 @@ def _save(outdir: str, stored: dict, samples: dict) -> None:
 
 def run(outdir: str, quick: bool = False, *, seeds: int | None = None, steps: int | None = None,
         methods: Sequence[str] | None = None) -> dict:
-    """Trains and evaluates `methods` (default all) on both benchmarks, stores their results in `outdir` and
-    rebuilds the table and figure from every stored result; returns them with "markdown" and "png".
+    """Trains and scores `methods` (default all) on both benchmarks; returns every stored result, "markdown", "png".
 
+    The new results are stored in `outdir`, and the table and figure rebuilt from every stored result.
     `seeds` replaces each method's own number of seeds; `steps`, when given, replaces every method's steps.
     """
     methods = list(METHODS) if methods is None else list(methods)
@@ -437,7 +369,7 @@ def run(outdir: str, quick: bool = False, *, seeds: int | None = None, steps: in
             train_key = (json.dumps(cfg.to_dict(), sort_keys=True, default=str), tuple(seed_list))
             if train_key not in trained:
                 start = time.perf_counter()
-                engine, _, states, skipped = _train(cfg, seed_list, [cfg.train.steps])
+                engine, states, skipped = train_states(cfg, seed_list, [cfg.train.steps])
                 trained[train_key] = (engine, [s[-1] for s in states], skipped, time.perf_counter() - start)
             engine, states, skipped, train_s = trained[train_key]
             start = time.perf_counter()
@@ -587,15 +519,5 @@ def _markdown(results, methods, stale, model, n_samples, decay_fraction, refine)
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    start = time.perf_counter()
-    result = run(common.OUTDIR.value, quick=common.QUICK.value, seeds=SEEDS_FLAG.value, methods=METHODS_FLAG.value)
-    print(result["markdown"])
-    print(f"\n{NAME}: {time.perf_counter() - start:.1f} s; wrote {os.path.join(common.OUTDIR.value, NAME + '.md')} "
-          f"and {result['png']}")
-
-
 if __name__ == "__main__":
-    app.run(main)
+    common.main(run, NAME, lambda: dict(seeds=SEEDS_FLAG.value, methods=METHODS_FLAG.value))

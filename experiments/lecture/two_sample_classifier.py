@@ -8,8 +8,8 @@ Wasserstein-1 distance (gan_jax.metrics.sliced_w1) and the high-quality fraction
 of the same samples are shown beside it. Reference rows: the same numbers for a second sample of the
 data itself (what a perfect generator would score).
 
-The run uses the training protocol of experiments/lecture/mode_collapse.py (its `train_and_sample`):
-MLP width 64, latent 2, the last quarter of the steps at a tenth of the learning rates.
+The run uses claim 6's training protocol (experiments/lecture/training.py, `train_and_sample`): MLP width 64,
+latent 2, the last quarter of the steps at a tenth of the learning rates.
 
     python -m experiments.lecture.two_sample_classifier --outdir=results/lecture [--quick]
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 from experiments.configs import common as configs
 from experiments.lecture import common
-from experiments.lecture.mode_collapse import DECAY_FRACTION, train_and_sample
+from experiments.lecture.training import DECAY_FRACTION, train_and_sample
 from gan_jax import metrics, plotting
 from gan_jax.data import toy
 
