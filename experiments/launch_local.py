@@ -94,7 +94,8 @@ def launch(train_args: list[str], processes: int, devices: int, grace_s: float) 
     return code or next((p.returncode for p in procs if p.returncode), 0)
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
+    """Exits with `launch`'s code for the experiments.train arguments after `--` in `argv`."""
     train_args = argv[1:]
     if not train_args:
         raise app.UsageError("give the experiments.train arguments after `--`, e.g. "

@@ -37,12 +37,12 @@ import time
 from typing import Any, Callable, Optional, Union
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
 from gan_jax import config as config_lib
+from gan_jax.engine import all_finite
 from gan_jax.workdir import WorkdirLock
 
 PyTree = Any
@@ -142,12 +142,6 @@ def _abstract(like: PyTree) -> PyTree:
     return jax.tree.map(one, like)
 
 
-def _all_finite(tree: PyTree) -> bool:
-    arrays = [leaf for leaf in jax.tree.leaves(tree)
-              if not jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)]
-    return all(bool(jnp.all(jnp.isfinite(a))) for a in arrays if jnp.issubdtype(a.dtype, jnp.floating))
-
-
 # Reading a damaged array file, tensorstore's asyncio bridge prints "RuntimeError: Event loop is closed"
 # tracebacks from its own threads (one per read still in flight when orbax gives up and closes its loop; printed
 # by tensorstore's C++, so no Python hook sees them; seen with orbax-checkpoint 0.12.8 on a truncated file).
@@ -231,7 +225,7 @@ def _verified_step(read: Callable[..., Any], step: int, step_dir: str, like: PyT
                 f"array {bad[0]} does not match its saved {DIGEST_ALGORITHM} digest"
                 + (f" (nor do {len(bad) - 1} more: {', '.join(bad[1:4])}{', ...' if len(bad) > 4 else ''})"
                    if len(bad) > 1 else ""))
-    if not _all_finite(state):
+    if not bool(all_finite(state)):
         raise CorruptCheckpointError("restored parameters are not finite")
     return state
 

@@ -7,11 +7,13 @@ value and what is allowed, before anything is compiled or written.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import ml_collections
 
 from gan_jax.parallel import CPU_MATMULS, DEFAULT_CPU_MATMULS
+
+T = TypeVar("T")
 
 # Fields whose change alters the shape of the saved state: resuming across a change of any of them fails.
 STRUCTURAL_KEYS = (
@@ -68,13 +70,15 @@ def base_config() -> ml_collections.ConfigDict:
     cfg.optim = ml_collections.ConfigDict()
     for role in ("generator", "critic"):
         opt = ml_collections.ConfigDict()
-        opt.name = "adam"  # "adam" | "rmsprop" | "sgd"
+        opt.name = "adam"  # a name of gan_jax.optimizers.OPTIMIZERS: "adam" | "rmsprop" | "sgd"
         opt.learning_rate = 1e-4
-        opt.b1 = 0.5  # adam only (another optimizer with b1/b2 changed is an error)
+        # Passed to the optimizers whose optax signature takes them (adam); changed with one that does not
+        # (rmsprop, sgd), an error. A config may add any other keyword its optimizer takes (e.g. eps).
+        opt.b1 = 0.5
         opt.b2 = 0.9
         # Learning rate over generator steps, for both roles (the critic's n_critic updates of one generator
         # step share its rate): "constant" | "step" (× decay_factor at each of `boundaries`) | "cosine" (from
-        # learning_rate to alpha·learning_rate over decay_steps, then constant). gan_jax.engine.learning_rate_schedule.
+        # learning_rate to alpha·learning_rate over decay_steps, then constant). gan_jax.optimizers.SCHEDULES.
         opt.schedule = "constant"
         opt.boundaries = ()  # step: increasing generator steps, e.g. (2250,)
         opt.decay_factor = 0.1  # step
@@ -117,6 +121,17 @@ def _fail(field: str, value: Any, allowed: str) -> None:
     raise ValueError(f"config.{field}={value!r} is invalid: {allowed}")
 
 
+def lookup(get: Callable[[Any], T], field: str, name: Any) -> T:
+    """get(name) for the name held by config `field`; a ValueError raised again as "config.{field}: {error}".
+
+    With `get` a Registry's: "config.optim.critic.name: unknown optimizer 'adamw2'; valid names: adam, ...".
+    """
+    try:
+        return get(name)
+    except ValueError as err:
+        raise ValueError(f"config.{field}: {err}") from None
+
+
 def validate(cfg: ml_collections.ConfigDict) -> None:
     """Checks values that do not depend on other modules' registries; raises ValueError naming the field."""
     import math
@@ -143,8 +158,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             _fail(f"train.{field}", t[field],
                   f"must be a multiple of train.steps_per_call={t.steps_per_call} "
                   "(logs and checkpoints happen between fused calls)")
-    if t.get("cpu_matmuls", DEFAULT_CPU_MATMULS) not in CPU_MATMULS:
-        _fail("train.cpu_matmuls", t.cpu_matmuls, f"must be one of {sorted(CPU_MATMULS)}")
+    lookup(CPU_MATMULS.get, "train.cpu_matmuls", t.get("cpu_matmuls", DEFAULT_CPU_MATMULS))
     if t.sample_every < 0:
         _fail("train.sample_every", t.sample_every, "must be >= 0 (0 = only at the end)")
     # The evaluation generates all samples in one call; image metrics (Fréchet distance) need a covariance.

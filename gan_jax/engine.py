@@ -1,5 +1,15 @@
 """The training engine: one state pytree and one pure, jitted, data-parallel train step.
 
+Import it as `from gan_jax import engine as engine_lib`: the name `engine` is kept for the value
+`make_engine` returns (an `Engine`, passed to every function here), and `train` for the CLI
+(`from experiments import train as train_cli`).
+
+The critic f is the network that scores samples: a real number per sample (per pack, with PacGAN), higher
+for samples it takes for data. For the logistic losses (minimax, non-saturating), σ(f) is the lecture's
+discriminator D; for the Wasserstein loss, f is the potential of the Kantorovich-Rubinstein dual (kept near
+1-Lipschitz by clipping or a penalty). The API, the config and the metrics (`critic_params`,
+`optim.critic`, `critic_loss`) say critic for every loss.
+
 One generator step at step t:
   1. `n_critic` critic updates (in `lax.scan`), each on a fresh real batch and fresh fakes:
      minimise loss.critic(f(x), f(G(z))) + λ·penalty;
@@ -16,8 +26,8 @@ Config choices read here besides the loss, penalty and model:
   state (Yazıcı et al. 2019); `sampling_params(state)` is what to sample, plot and evaluate with.
 - `loss.pack` = m > 1: PacGAN (Lin et al. 2018): the critic scores packs of m samples of one kind
   concatenated along the last (feature / channel) axis (`pack_samples`).
-- `optim.<role>.schedule`: the learning rate as a function of the generator step for both roles
-  (`learning_rate_schedule`); the critic, updated n_critic times per generator step, uses the value of
+- `optim.<role>`: the optimizers and their learning-rate schedules (gan_jax.optimizers). Schedules count
+  generator steps for both roles: the critic, updated n_critic times per generator step, uses the rate of
   its generator step for all of them.
 """
 
@@ -37,6 +47,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from gan_jax import config as config_lib
 from gan_jax import losses, models, penalties
 from gan_jax.data import DataSource
+from gan_jax.optimizers import make_optimizer
 from gan_jax.parallel import DATA_AXIS, DEFAULT_CPU_MATMULS, check_batch_divisible, compiler_options, replicated
 
 PyTree = Any
@@ -108,97 +119,6 @@ def _pack_size(cfg: ml_collections.ConfigDict) -> int:
     return pack
 
 
-# Learning rates as functions of the generator step: name -> (schedule of opt_cfg, the fields it reads).
-_SCHEDULES: dict[str, tuple[Callable[[ml_collections.ConfigDict], optax.Schedule], tuple[str, ...]]] = {
-    # η_t = η
-    "constant": (lambda c: optax.constant_schedule(c.learning_rate), ()),
-    # η_t = η · decay_factor^#{b ∈ boundaries : t ≥ b}
-    "step": (lambda c: optax.piecewise_constant_schedule(
-        c.learning_rate, {int(b): c.decay_factor for b in c.boundaries}), ("boundaries", "decay_factor")),
-    # η_t = η · (α + (1 − α)·½(1 + cos(π·min(t, T)/T))), T = decay_steps
-    "cosine": (lambda c: optax.cosine_decay_schedule(c.learning_rate, c.decay_steps, c.alpha),
-               ("decay_steps", "alpha")),
-}
-
-# name -> (optimizer of (opt_cfg, learning rate or schedule, eps_root), the fields besides name, learning_rate
-# and the schedule's that it reads). eps_root > 0 keeps sqrt(ν) differentiable at ν = 0, needed when updates
-# are differentiated (unrolling).
-_OPTIMIZERS: dict[str, tuple[Callable[[ml_collections.ConfigDict, optax.ScalarOrSchedule, float],
-                                      optax.GradientTransformation], tuple[str, ...]]] = {
-    "adam": (lambda c, lr, eps_root: optax.adam(lr, b1=c.b1, b2=c.b2, eps_root=eps_root), ("b1", "b2")),
-    "rmsprop": (lambda c, lr, eps_root: optax.rmsprop(lr, eps_in_sqrt=eps_root > 0), ()),
-    "sgd": (lambda c, lr, eps_root: optax.sgd(lr), ()),
-}
-
-
-def _check_schedule_fields(opt_cfg: ml_collections.ConfigDict, path: str) -> None:
-    """ValueError naming the field for a schedule parameter out of its range."""
-    schedule = opt_cfg.get("schedule", "constant")
-    if schedule == "step":
-        boundaries = [int(b) for b in opt_cfg.boundaries]
-        if not boundaries or boundaries[0] < 1 or any(a >= b for a, b in zip(boundaries, boundaries[1:])):
-            raise ValueError(f"config.{path}.boundaries={tuple(opt_cfg.boundaries)!r} is invalid for "
-                             "schedule='step': must be increasing generator steps >= 1, at least one")
-        if not opt_cfg.decay_factor >= 0:
-            raise ValueError(f"config.{path}.decay_factor={opt_cfg.decay_factor!r} is invalid: must be >= 0")
-    elif schedule == "cosine":
-        if not (isinstance(opt_cfg.decay_steps, int) and opt_cfg.decay_steps >= 1):
-            raise ValueError(f"config.{path}.decay_steps={opt_cfg.decay_steps!r} is invalid for schedule='cosine': "
-                             "must be a positive number of generator steps")
-        if not 0.0 <= opt_cfg.alpha <= 1.0:
-            raise ValueError(f"config.{path}.alpha={opt_cfg.alpha!r} is invalid: must be in [0, 1]")
-
-
-def _check_unused_fields(opt_cfg: ml_collections.ConfigDict, path: str) -> None:
-    """ValueError for a field that neither the optimizer nor the schedule reads, set away from its default.
-
-    (e.g. b1/b2 with rmsprop or sgd: silently ignoring them would train another optimizer than configured.)
-    """
-    defaults = config_lib.base_config().optim.generator
-    used = {"name", "learning_rate", "schedule",
-            *_OPTIMIZERS[opt_cfg.name][1], *_SCHEDULES[opt_cfg.get("schedule", "constant")][1]}
-    normal = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v
-    for field in defaults.keys():
-        if field not in used and field in opt_cfg and normal(opt_cfg[field]) != normal(defaults[field]):
-            raise ValueError(
-                f"config.{path}.{field}={opt_cfg[field]!r} is not used by optimizer {opt_cfg.name!r} with "
-                f"schedule {opt_cfg.get('schedule', 'constant')!r} (they read: {', '.join(sorted(used))}); "
-                f"leave it at its default {defaults[field]!r}")
-
-
-def learning_rate_schedule(opt_cfg: ml_collections.ConfigDict, path: str = "optim") -> optax.Schedule:
-    """η(t), t = generator step: the schedule `opt_cfg.schedule` ("constant" | "step" | "cosine")."""
-    schedule = opt_cfg.get("schedule", "constant")
-    if schedule not in _SCHEDULES:
-        raise ValueError(f"config.{path}.schedule={schedule!r} is invalid: valid schedules: {sorted(_SCHEDULES)}")
-    _check_schedule_fields(opt_cfg, path)
-    return _SCHEDULES[schedule][0](opt_cfg)
-
-
-def make_optimizer(opt_cfg: ml_collections.ConfigDict, clip_value: float = 0.0, differentiable: bool = False,
-                   *, updates_per_step: int = 1, path: str = "optim") -> optax.GradientTransformation:
-    """The optax optimizer named by `opt_cfg.name` at learning rate η(⌊count / updates_per_step⌋), followed
-    by weight clipping to [-c, c] when c > 0.
-
-    `updates_per_step` (n_critic for the critic) makes the schedule count generator steps: all updates of
-    one generator step use that step's rate. A constant schedule passes the float learning rate (the
-    optimizer state then holds no step count). `differentiable=True` makes the update smooth at zero
-    gradients, so it can be differentiated through. `path` names the config section in error messages.
-    """
-    if opt_cfg.name not in _OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {opt_cfg.name!r}; valid names: {sorted(_OPTIMIZERS)}")
-    schedule = learning_rate_schedule(opt_cfg, path)
-    _check_unused_fields(opt_cfg, path)
-    if opt_cfg.get("schedule", "constant") == "constant":
-        learning_rate = opt_cfg.learning_rate
-    elif updates_per_step == 1:
-        learning_rate = schedule
-    else:
-        learning_rate = lambda count: schedule(count // updates_per_step)
-    opt = _OPTIMIZERS[opt_cfg.name][0](opt_cfg, learning_rate, 1e-8 if differentiable else 0.0)
-    return optax.chain(opt, penalties.clip_weights(clip_value)) if clip_value > 0 else opt
-
-
 class Engine(NamedTuple):
     """The static (non-array) pieces a config selects: modules, optimizers, loss and penalty."""
 
@@ -212,7 +132,8 @@ class Engine(NamedTuple):
 
 
 def make_engine(cfg: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -> Engine:
-    """Builds the engine's pieces from `cfg`; raises ValueError on unknown names or incompatible choices."""
+    """The Engine (networks, optimizers, loss, penalty, pack) `cfg` selects for data of `data_shape`; ValueError
+    naming the config field on an unknown name or an incompatible choice."""
     models.check_critic_compatible(cfg.model, cfg.loss.penalty)
     pack = _pack_size(cfg)
     _ema_decay(cfg)
@@ -225,8 +146,8 @@ def make_engine(cfg: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -> 
         generator_opt=make_optimizer(cfg.optim.generator, path="optim.generator"),
         critic_opt=make_optimizer(cfg.optim.critic, cfg.loss.clip_value, differentiable=cfg.loss.unroll_steps > 0,
                                   updates_per_step=cfg.loss.n_critic, path="optim.critic"),
-        loss=losses.get(cfg.loss.name),
-        penalty=penalties.get(cfg.loss.penalty),
+        loss=config_lib.lookup(losses.get, "loss.name", cfg.loss.name),
+        penalty=config_lib.lookup(penalties.get, "loss.penalty", cfg.loss.penalty),
         pack=pack,
     )
 
@@ -265,9 +186,15 @@ def _apply_critic(engine: Engine, params: PyTree, state: PyTree, x: jax.Array, t
     return engine.critic.apply(variables, x, train=train), state
 
 
-def _all_finite(tree: PyTree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]
-    return jnp.all(jnp.stack(leaves))
+def all_finite(tree: PyTree) -> jax.Array:
+    """∧ over the floating-point leaves x of `tree` of all(isfinite(x)): a bool scalar (True for no such leaf).
+
+    Traceable (the train step's NaN guard) and usable on host arrays (a restored checkpoint: `bool(...)`);
+    integer leaves and PRNG keys cannot be non-finite and are skipped.
+    """
+    checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
+              if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    return functools.reduce(jnp.logical_and, checks, jnp.asarray(True))
 
 
 def _keep_if(ok: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
@@ -377,7 +304,7 @@ def _local_step(cfg: ml_collections.ConfigDict, engine: Engine, state: TrainStat
         "penalty": jnp.mean(penalty_values),
     }
     metrics = jax.lax.pmean(metrics, DATA_AXIS)
-    finite = _all_finite((metrics, new_state.generator_params, new_state.critic_params))
+    finite = all_finite((metrics, new_state.generator_params, new_state.critic_params))
     new_state = jax.tree.map(functools.partial(_keep_if, finite), new_state, state)
     metrics["nonfinite"] = jnp.logical_not(finite)
     return new_state, metrics
@@ -396,8 +323,7 @@ def make_train_step(cfg: ml_collections.ConfigDict, engine: Engine, source: Data
     jit (JAX refuses it inside another jit: call it directly, or set cpu_matmuls="xla_default").
     """
     k = steps_per_call or cfg.train.steps_per_call
-    check_batch_divisible(cfg.data.batch_size, mesh)
-    per_device = cfg.data.batch_size // mesh.shape[DATA_AXIS]
+    per_device = check_batch_divisible(cfg.data.batch_size, mesh)
     if per_device % engine.pack:
         raise ValueError(
             f"config.data.batch_size={cfg.data.batch_size} over {mesh.shape[DATA_AXIS]} devices is {per_device} "

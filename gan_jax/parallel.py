@@ -21,6 +21,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from gan_jax.registry import Registry
+
 DATA_AXIS = "data"
 
 # How XLA:CPU compiles matrix products. jaxlib 0.10 hands them to YNNPACK fusions by default. On 2 Intel
@@ -28,10 +30,10 @@ DATA_AXIS = "data"
 # MLP width 128, 0.98-1.07x at width 64, 0.96x at 256, 0.93-1.03x at 512 and 0.98x on the digits conv step;
 # with YNNPACK, 50 steps fused in a loop ran 0.88x the single-step call at width 512, with Eigen 0.97-1.04x
 # (interleaved runs of benchmarks/train_speed.py; results/benchmarks.md).
-CPU_MATMULS = {
+CPU_MATMULS: Registry[dict[str, Any]] = Registry("CPU matmul mode", {
     "eigen": {"xla_cpu_experimental_ynn_fusion_type": ""},  # no YNNPACK fusions: XLA's own dots
     "xla_default": {},  # whatever this jaxlib does by default
-}
+})
 DEFAULT_CPU_MATMULS = "eigen"
 
 
@@ -159,14 +161,18 @@ def make_mesh(num_devices: int = 0) -> Mesh:
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
-def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
-    """Raises ValueError unless the global batch splits evenly over the mesh's devices."""
-    n = mesh.size
+def check_batch_divisible(batch_size: int, devices: int | Mesh) -> int:
+    """batch_size / n, the per-device batch over n devices (a count, or a mesh's size); ValueError unless n
+    divides batch_size."""
+    n = devices.size if isinstance(devices, Mesh) else int(devices)
+    if n < 1:
+        raise ValueError(f"device count must be >= 1, got {n}")
     if batch_size % n:
         lower, upper = (batch_size // n) * n, (batch_size // n + 1) * n
         raise ValueError(
-            f"batch_size={batch_size} is not divisible by the {n} devices of the mesh; use a multiple "
-            f"of {n} (e.g. {lower or upper} or {upper}) or set parallel.num_devices.")
+            f"batch_size={batch_size} is not divisible by the {n} devices; use a multiple of {n} "
+            f"(e.g. {lower or upper} or {upper}) or set parallel.num_devices.")
+    return batch_size // n
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -179,7 +185,7 @@ def batch_sharded(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
     return NamedSharding(mesh, P(*([None] * batch_axis), DATA_AXIS))
 
 
-def replicate(tree, mesh: Mesh):
+def replicate(tree: Any, mesh: Mesh) -> Any:
     """Every leaf of `tree` as a global array copied whole onto all devices of `mesh` (any process count).
 
     Each process supplies the same host value for its own devices (`jax.make_array_from_callback`); leaves
@@ -214,8 +220,7 @@ def compiler_options(mesh: Mesh, cpu_matmuls: str = DEFAULT_CPU_MATMULS) -> dict
 
     Options this jaxlib does not know are left out, so a newer jaxlib compiles with its own defaults.
     """
-    if cpu_matmuls not in CPU_MATMULS:
-        raise ValueError(f"unknown cpu_matmuls {cpu_matmuls!r}; valid names: {sorted(CPU_MATMULS)}")
+    options = CPU_MATMULS[cpu_matmuls]
     if mesh.devices.flat[0].platform != "cpu":
         return {}
-    return {k: v for k, v in CPU_MATMULS[cpu_matmuls].items() if _compile_option_known(k, v)}
+    return {k: v for k, v in options.items() if _compile_option_known(k, v)}

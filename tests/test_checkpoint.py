@@ -223,6 +223,27 @@ def test_all_steps_corrupt_raises_instead_of_starting_fresh(tmp_path):
     assert isinstance(ckpt.AllCheckpointsCorruptError("x"), ValueError)
 
 
+def test_a_saved_non_finite_state_is_refused_and_kept_aside(tmp_path, caplog):
+    """Its digests match (they were taken of the NaN), but a NaN parameter is not a state to resume from."""
+    bad = _state(20)
+    bad = bad.replace(generator_params={"w": bad.generator_params["w"].at[5].set(jnp.nan)})
+    saver = ckpt.Checkpointer(str(tmp_path), _small_config())
+    saver.save(_state(10))  # finite: its integer step, uint32 state and PRNG key are not judged
+    saver.save(bad)
+    saver.close()
+    with caplog.at_level(logging.WARNING):
+        step, restored = ckpt.restore_readonly(str(tmp_path), _state(0))  # skips it, renames nothing
+    assert step == 10 and sorted(os.listdir(tmp_path / "checkpoints")) == ["10", "20"]
+    assert "checkpoint step 20 in" in caplog.text and "restored parameters are not finite" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        restored = ckpt.Checkpointer(str(tmp_path), _small_config()).restore_latest(_state(0))
+    _assert_same(restored, _state(10))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10", "20.corrupt"]
+    assert "checkpoint step 20 could not be restored (CorruptCheckpointError: restored parameters are not finite)" \
+        in caplog.text
+
+
 def test_step_saved_without_digests_restores_with_a_warning(tmp_path, caplog):
     """A step written the way gan_jax did before digests (state + config only) is restored, unverified."""
     cfg = _small_config()

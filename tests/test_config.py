@@ -117,3 +117,13 @@ def test_nan_anywhere_is_refused_by_name():
     cfg.data.kwargs.radius = NAN
     with pytest.raises(ValueError, match=r"config\.data\.kwargs\.radius=nan is invalid: must be a number, not NaN"):
         config_lib.validate(cfg)
+
+
+def test_methods_and_variants_are_named_tables():
+    with pytest.raises(ValueError, match=r"^unknown method 'wgan'; valid names: gan, gan_minimax, unrolled, "):
+        common.toy("ring8", "wgan")
+    with pytest.raises(ValueError, match=r"^unknown config variant 'smok'; valid names: full, smoke$"):
+        common.images("digits", "wgan_gp", "smok")
+    assert common.toy("ring8", "gan", "full").to_json() == common.toy("ring8", "gan").to_json()
+    assert set(common.METHODS.names()) == {"gan", "gan_minimax", "unrolled", "wgan_clip", "wgan_gp", "gan_gp",
+                                           "gan_fast"}

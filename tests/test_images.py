@@ -11,6 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 
+from gan_jax import parallel
 from gan_jax.data import images
 
 KEY = jax.random.key(0)
@@ -205,12 +206,12 @@ def test_batch_errors():
     data = jnp.arange(10)
     with pytest.raises(ValueError, match=r"batch size n must be in \[1, N=10\], got 11"):
         images.batch(data, KEY, 0, 11)
-    with pytest.raises(ValueError, match="batch size 6 is not divisible by the device count 4; use a multiple of 4"):
+    with pytest.raises(ValueError, match="batch_size=6 is not divisible by the 4 devices; use a multiple of 4"):
         images.batch(data, KEY, 0, 6, n_devices=4)
     with pytest.raises(ValueError, match="share one leading size"):
         images.batch((data, jnp.arange(9)), KEY, 0, 3)
     with pytest.raises(TypeError, match="static Python int"):
         jax.jit(images.batch)(data, KEY, 0, 3)
-    assert images.check_batch_divisible(8, 4) == 2
+    assert parallel.check_batch_divisible(8, 4) == 2
     with pytest.raises(ValueError, match=r"e\.g\. 28 or 32"):
-        images.check_batch_divisible(30, 4)
+        parallel.check_batch_divisible(30, 4)

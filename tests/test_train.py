@@ -1,10 +1,11 @@
 """Tests for the train step: its update equals a hand-composed update, devices, fusing, NaN guard, methods;
 generator EMA against its closed form, PacGAN packing against hand-concatenated packs, learning-rate schedules
-against their closed forms."""
+against their closed forms, optimizers against optax built with the keywords they take."""
 
 import functools
 import json
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -14,10 +15,11 @@ import optax
 import pytest
 
 from experiments.configs import common
-from gan_jax import losses, parallel, penalties
+from gan_jax import losses, optimizers, parallel, penalties
 from gan_jax import engine as engine_lib
 from gan_jax.checkpoint import Checkpointer
-from gan_jax.data import DataSource, make_source
+from gan_jax.data import make_source
+from gan_jax.registry import Registry
 
 
 def _config(method="wgan_gp", **changes):
@@ -162,6 +164,15 @@ def test_nonfinite_batch_freezes_the_state_and_is_reported():
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(_numpy_tree(state.generator_params)))
 
 
+def test_all_finite_judges_the_floating_leaves_on_host_and_under_jit():
+    # The train step's NaN guard and the checkpoint restore's check are this one function.
+    tree = {"w": jnp.ones(3), "step": jnp.int32(2), "key": jax.random.key(0), "u": np.arange(4, dtype=np.uint32)}
+    for check in (engine_lib.all_finite, jax.jit(engine_lib.all_finite)):
+        assert bool(check(tree)) and bool(check({}))
+        assert not bool(check({**tree, "w": jnp.array([1.0, jnp.inf, 0.0])}))
+        assert not bool(check({**tree, "m": jnp.float32(jnp.nan)}))
+
+
 def test_weight_clipping_bounds_every_critic_parameter():
     cfg = _config("wgan_clip")
     source, _, state, step = _setup(cfg)
@@ -244,10 +255,11 @@ def test_eigen_cpu_matmuls_compile_without_ynnpack_and_compute_the_same_step():
 
 def test_compiler_options_name_errors_skip_unknown_options_and_other_platforms(monkeypatch):
     mesh = parallel.make_mesh(1)
-    with pytest.raises(ValueError, match=r"unknown cpu_matmuls 'mkl'; valid names: \['eigen', 'xla_default'\]"):
+    with pytest.raises(ValueError, match=r"unknown CPU matmul mode 'mkl'; valid names: eigen, xla_default$"):
         parallel.compiler_options(mesh, "mkl")
     assert parallel.compiler_options(mesh, "xla_default") == {}
-    monkeypatch.setitem(parallel.CPU_MATMULS, "eigen", {"xla_cpu_no_such_option_in_any_jaxlib": ""})
+    monkeypatch.setattr(parallel, "CPU_MATMULS", Registry("CPU matmul mode", {
+        "eigen": {"xla_cpu_no_such_option_in_any_jaxlib": ""}}))
     assert parallel.compiler_options(mesh, "eigen") == {}, "an option this jaxlib rejects is left out"
 
     class Device:
@@ -264,7 +276,8 @@ def test_unknown_cpu_matmuls_in_the_config_is_a_clear_error():
     from gan_jax.config import validate
 
     cfg = _config(train__cpu_matmuls="mkl")
-    with pytest.raises(ValueError, match=r"config.train.cpu_matmuls='mkl' is invalid: must be one of"):
+    with pytest.raises(ValueError, match=r"config.train.cpu_matmuls: unknown CPU matmul mode 'mkl'; valid names: "
+                                         r"eigen, xla_default"):
         validate(cfg)
 
 
@@ -392,11 +405,11 @@ def test_sgd_on_a_linear_loss_steps_by_the_schedule_in_generator_steps(fields, e
     # L(p) = g·p: SGD's update at optimizer count c is −η(c)·g. The critic (3 updates per generator step)
     # uses η(⌊c/3⌋): the rate of its generator step.
     opt_cfg = _opt_config(**fields)
-    schedule = engine_lib.learning_rate_schedule(opt_cfg)
+    schedule = optimizers.learning_rate_schedule(opt_cfg)
     np.testing.assert_allclose([float(schedule(t)) for t in range(7)], [expected(t) for t in range(7)], rtol=1e-6)
     g = jnp.array([1.5, -2.0])
     for per_step in (1, 3):
-        opt = engine_lib.make_optimizer(opt_cfg, updates_per_step=per_step)
+        opt = optimizers.make_optimizer(opt_cfg, updates_per_step=per_step)
         params, opt_state = jnp.zeros(2), opt.init(jnp.zeros(2))
         for count in range(7 * per_step):
             updates, opt_state = opt.update(g, opt_state, params)
@@ -436,8 +449,8 @@ def test_schedule_config_survives_the_json_round_trip_of_a_resume():
 
 
 @pytest.mark.parametrize("fields, message", [
-    (dict(schedule="linear"), r"config.optim.critic.schedule='linear' is invalid: valid schedules: "
-                              r"\['constant', 'cosine', 'step'\]"),
+    (dict(schedule="linear"), r"config.optim.critic.schedule: unknown learning-rate schedule 'linear'; valid names: "
+                              r"constant, step, cosine$"),
     (dict(schedule="step"), r"config.optim.critic.boundaries=\(\) is invalid for schedule='step'"),
     (dict(schedule="step", boundaries=(5, 3)), r"boundaries=\(5, 3\) is invalid .* increasing"),
     (dict(schedule="cosine"), r"config.optim.critic.decay_steps=0 is invalid for schedule='cosine'"),
@@ -453,6 +466,84 @@ def test_optimizer_fields_it_cannot_use_are_clear_errors(fields, message):
     cfg.optim.critic.update(fields)
     with pytest.raises(ValueError, match=message):
         engine_lib.make_engine(cfg, (2,))
+
+
+def test_optimizers_take_the_keywords_of_their_optax_signature():
+    assert {"b1", "b2", "eps"} <= set(optimizers.keywords_taken("adam"))
+    assert not {"b1", "b2"} & set(optimizers.keywords_taken("rmsprop"))
+    assert not {"b1", "b2"} & set(optimizers.keywords_taken("sgd"))
+    for name in optimizers.OPTIMIZERS:  # set from `differentiable`, never from the config
+        assert not {"learning_rate", "eps_root", "eps_in_sqrt"} & set(optimizers.keywords_taken(name))
+
+
+@pytest.mark.parametrize("name, field, value, advice", [
+    ("sgd", "b1", 0.9, "leave it at its default 0.5"),
+    ("rmsprop", "b2", 0.999, "leave it at its default 0.9"),
+    ("sgd", "weight_decay", 1e-4, "remove it"),  # a field of no optimizer here and not in the base config
+])
+def test_a_keyword_the_optimizer_does_not_take_is_an_error_naming_it_and_what_it_takes(name, field, value, advice):
+    opt_cfg = _opt_config(name=name)
+    opt_cfg[field] = value
+    takes = ", ".join(("learning_rate", *optimizers.keywords_taken(name)))
+    with pytest.raises(ValueError, match=rf"^config\.optim\.{field}={value!r} is not used by optimizer '{name}' "
+                                         rf"with schedule 'constant' \(optax\.{name} takes: {re.escape(takes)}; "
+                                         rf".*\); {advice}$"):
+        optimizers.make_optimizer(opt_cfg)
+
+
+def _updates(opt, grads, params):
+    """The updates of `opt` for the gradient sequence `grads`, parameters moved by each."""
+    state, out = opt.init(params), []
+    for g in grads:
+        u, state = opt.update(g, state, params)
+        params = optax.apply_updates(params, u)
+        out.append(np.asarray(u))
+    return out
+
+
+_GRADS = [jnp.array([1.5, -2.0, 0.25]), jnp.array([-0.5, 1.0, 4.0]), jnp.array([2.0, 0.0, -1.0])]
+
+
+@pytest.mark.parametrize("differentiable", [False, True])
+def test_keywords_the_optimizer_takes_are_passed_to_optax(differentiable):
+    params = jnp.array([0.3, -1.0, 2.0])
+    eps_root = 1e-8 if differentiable else 0.0
+    opt_cfg = _opt_config(name="adam", learning_rate=0.01, b1=0.5, b2=0.99)
+    got = _updates(optimizers.make_optimizer(opt_cfg, differentiable=differentiable), _GRADS, params)
+    want = _updates(optax.adam(0.01, b1=0.5, b2=0.99, eps_root=eps_root), _GRADS, params)
+    np.testing.assert_array_equal(np.stack(got), np.stack(want))
+    default_b1 = _updates(optax.adam(0.01, b2=0.99, eps_root=eps_root), _GRADS, params)
+    assert not np.allclose(got[-1], default_b1[-1]), "b1 = 0.5 changes the second and later updates"
+    opt_cfg.eps = 1e-3  # a keyword optax.adam takes that the base config does not have: passed through too
+    got = _updates(optimizers.make_optimizer(opt_cfg, differentiable=differentiable), _GRADS, params)
+    want = _updates(optax.adam(0.01, b1=0.5, b2=0.99, eps=1e-3, eps_root=eps_root), _GRADS, params)
+    np.testing.assert_array_equal(np.stack(got), np.stack(want))
+
+
+def test_rmsprop_keeps_its_epsilon_outside_the_root_unless_differentiated():
+    params = jnp.zeros(3)
+    for differentiable in (False, True):
+        opt = optimizers.make_optimizer(_opt_config(name="rmsprop", learning_rate=0.01), differentiable=differentiable)
+        want = optax.rmsprop(0.01, eps_in_sqrt=differentiable)
+        np.testing.assert_array_equal(np.stack(_updates(opt, _GRADS, params)), np.stack(_updates(want, _GRADS, params)))
+        d = jax.grad(lambda g: jnp.sum(opt.update(g, opt.init(params), params)[0]))(jnp.zeros(3))
+        assert np.all(np.isfinite(d)) == differentiable, "differentiable updates have a finite derivative at g = 0"
+
+
+def test_a_keyword_the_engine_sets_cannot_come_from_the_config():
+    opt_cfg = _opt_config(name="adam")
+    opt_cfg.eps_root = 1e-3
+    with pytest.raises(ValueError, match=r"config.optim.eps_root cannot be set: the engine sets it"):
+        optimizers.make_optimizer(opt_cfg)
+
+
+def test_an_optimizer_added_to_the_registry_gets_its_own_keywords(monkeypatch):
+    monkeypatch.setattr(optimizers, "OPTIMIZERS", Registry("optimizer", {**optimizers.OPTIMIZERS, "adamw": optax.adamw}))
+    opt_cfg = _opt_config(name="adamw", learning_rate=0.01, b1=0.5)
+    opt_cfg.weight_decay = 0.1
+    params = jnp.array([0.3, -1.0, 2.0])
+    np.testing.assert_array_equal(np.stack(_updates(optimizers.make_optimizer(opt_cfg), _GRADS, params)),
+                                  np.stack(_updates(optax.adamw(0.01, b1=0.5, b2=0.9, weight_decay=0.1), _GRADS, params)))
 
 
 def test_every_preset_builds_its_optimizers():

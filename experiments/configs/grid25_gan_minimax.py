@@ -3,5 +3,6 @@
 from experiments.configs import common
 
 
-def get_config(arg=None):
+def get_config(arg: str | None = None) -> common.ConfigDict:
+    """common.toy("grid25", "gan_minimax", arg); arg: a common.VARIANTS name (none = the full run)."""
     return common.toy("grid25", "gan_minimax", arg)

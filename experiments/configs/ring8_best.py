@@ -10,7 +10,8 @@ decay starts at step ¾·train.steps of the file's train.steps; `--config.train.
 from experiments.configs import common
 
 
-def get_config(arg=None):
+def get_config(arg: str | None = None) -> common.ConfigDict:
+    """common.toy("ring8", "gan_gp", arg), LR decay and EMA as above; arg: a common.VARIANTS name."""
     cfg = common.toy("ring8", "gan_gp", arg)
     for role in ("generator", "critic"):
         cfg.optim[role].update(schedule="step", boundaries=(cfg.train.steps * 3 // 4,), decay_factor=0.1)

@@ -7,5 +7,6 @@
 from experiments.configs import common
 
 
-def get_config(arg=None):
+def get_config(arg: str | None = None) -> common.ConfigDict:
+    """common.images("mnist", "wgan_gp", arg, image_size=28); arg: a common.VARIANTS name (none = the full run)."""
     return common.images("mnist", "wgan_gp", arg, image_size=28)

@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
+from gan_jax.parallel import check_batch_divisible
+
 DIGITS = "digits"
 DATA_DIR_ENV = "GAN_JAX_DATA_DIR"
 
@@ -154,19 +156,6 @@ def load(
     return images, labels
 
 
-def check_batch_divisible(batch_size: int, n_devices: int) -> int:
-    """Per-device batch batch_size / n_devices; ValueError unless n_devices divides batch_size."""
-    if n_devices < 1:
-        raise ValueError(f"device count must be >= 1, got {n_devices}")
-    if batch_size % n_devices:
-        lower = batch_size // n_devices * n_devices
-        raise ValueError(
-            f"batch size {batch_size} is not divisible by the device count {n_devices}; "
-            f"use a multiple of {n_devices} (e.g. {lower or n_devices} or {lower + n_devices})"
-        )
-    return batch_size // n_devices
-
-
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def _stream_indices(key: jax.Array, step: jax.Array, n: int, size: int) -> jax.Array:
     """Indices at stream positions step·n + i, i < n; epoch e is permutation(fold_in(key, e), size)."""
@@ -187,7 +176,7 @@ def batch(images: Any, key: jax.Array, step: jax.Array | int, n: int, *, n_devic
     Args:
       images: an array (N, ...) or a pytree of arrays with the same leading N (e.g. (images, labels)).
       step: the batch number; may be traced. n: batch size, static, 1 ≤ n ≤ N.
-      n_devices: if given, n must be divisible by it (data-parallel sharding).
+      n_devices: if given, n must be divisible by it (data-parallel sharding; parallel.check_batch_divisible).
     """
     sizes = {leaf.shape[0] for leaf in jax.tree.leaves(images)}
     if len(sizes) != 1:
