@@ -140,7 +140,7 @@ def test_mode_collapse_reruns_some_methods_and_keeps_or_flags_the_others(collaps
     other = mode_collapse.run(outdir, quick=True, methods=["gan"], steps=20)  # other settings: the rest is stale
     assert set(other["results"]["ring8"]) == {"data", "gan"}
     assert "ring8/wgan_gp" in other["stale"] and "ring8/gan" not in other["stale"]
-    with pytest.raises(ValueError, match="unknown methods"):
+    with pytest.raises(ValueError, match="unknown mode-collapse method 'no_such_method'; valid names: gan, gan_fast"):
         mode_collapse.run(outdir, quick=True, methods=["no_such_method"])
 
 

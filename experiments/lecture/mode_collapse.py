@@ -85,6 +85,7 @@ from experiments.lecture.training import DECAY_FACTOR, DECAY_FRACTION, latents, 
 from gan_jax import losses, metrics, plotting, sampling
 from gan_jax import engine as engine_lib
 from gan_jax.data import toy
+from gan_jax.registry import Registry
 
 NAME = "mode_collapse"
 DATASETS = {"ring8": dict(radius=1.0, std=0.01), "grid25": dict(spacing=2.0, std=0.05)}
@@ -110,7 +111,7 @@ class Method(NamedTuple):
 _EMA = (("train.ema_decay", 0.99),)
 _BEST_STEPS = (("ring8", 4000), ("grid25", 12000))
 _BEST = dict(preset="gan_gp", overrides=_EMA, steps=_BEST_STEPS, seeds=10)
-METHODS: dict[str, Method] = {
+METHODS: Registry[Method] = Registry("mode-collapse method", {
     "gan": Method("gan", description="Goodfellow et al. 2014, non-saturating"),
     "gan_fast": Method("gan_fast", description="gan with gan_gp's optimizer, no penalty (control)"),
     "unrolled": Method("unrolled", description="Metz et al. 2016, 5 unrolling steps"),
@@ -124,7 +125,7 @@ METHODS: dict[str, Method] = {
     "best": Method(**_BEST, description="gan_gp + EMA 0.99, ring 4000 / grid 12000 steps"),
     "best+drs": Method(**_BEST, sampler="drs", description="best, discriminator rejection sampling (Azadi et al. 2019)"),
     "best+mh": Method(**_BEST, sampler="mh", description="best, MH-GAN (Turner et al. 2019)"),
-}
+})
 BEST = ("best", "best+drs", "best+mh")  # the rows of the headline table
 # DRS / MH-GAN (sampler "drs", "mh"): the critic is trained on alone for refit_steps (Adam, logistic loss, no
 # penalty) against the sampling generator, its logits calibrated on `calibration` held-out real and generated
@@ -334,9 +335,8 @@ def run(outdir: str, quick: bool = False, *, seeds: int | None = None, steps: in
     `seeds` replaces each method's own number of seeds; `steps`, when given, replaces every method's steps.
     """
     methods = list(METHODS) if methods is None else list(methods)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; valid methods: {', '.join(METHODS)}")
+    for name in methods:
+        METHODS.get(name)  # ValueError "unknown mode-collapse method 'x'; valid names: ..."
     q = QUICK if quick else {}
     decay_fraction = q.get("decay_fraction", DECAY_FRACTION)
     model = {k: q.get(k, v) for k, v in MODEL.items()}
