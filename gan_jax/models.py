@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gan_jax import penalties
 from gan_jax.registry import Registry
 
 # ---------------------------------------------------------------------------------------------------------
@@ -268,10 +269,6 @@ def compute_dtype(name: str) -> Any:
     return COMPUTE_DTYPES[name]
 
 
-# Penalties on per-example gradient norms ‖∇ₓf(xᵢ)‖; batch norm makes f(xᵢ) depend on the whole batch.
-GRADIENT_NORM_PENALTIES: tuple[str, ...] = ("gp", "gp_one_sided", "r1", "r2")
-
-
 _Pair = tuple[nn.Module, nn.Module]  # (generator, critic)
 
 
@@ -327,7 +324,8 @@ def check_critic_compatible(model_cfg: Any, penalty_name: str) -> None:
     ‖∇ₓf(xᵢ)‖ is no longer a per-example quantity (Gulrajani et al. 2017, WGAN-GP, §4 "No critic batch
     normalization").
     """
-    if getattr(model_cfg, "batch_norm", False) and penalty_name in GRADIENT_NORM_PENALTIES:
+    penalises_gradients = penalty_name in penalties.PENALTIES and penalty_name != "none"  # all but "none" do
+    if getattr(model_cfg, "batch_norm", False) and penalises_gradients:
         raise ValueError(
             f"batch_norm=True cannot be used with the {penalty_name!r} penalty: it penalises per-example "
             "gradient norms, which batch norm couples across the batch. Set batch_norm=False "
