@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -181,6 +182,28 @@ def _without_tensorstore_noise():
             sys.stderr.flush()
 
 
+def _restore_state(read: Callable[..., Any], abstract: PyTree) -> PyTree:
+    """The step's state restored into `abstract`; a state saved before one of its fields existed is migrated.
+
+    A field that is empty in `abstract` (e.g. `generator_state` = {} for a generator without batch norm, added
+    to TrainState after checkpoints existed) and absent from the saved tree holds no array either way: the
+    state is restored without it and the field set back to {}. Anything else absent is an error, as before.
+    """
+    try:
+        return read(state=ocp.args.StandardRestore(abstract)).state
+    except ValueError as err:
+        text = str(err)
+        if not dataclasses.is_dataclass(abstract) or "tree structures do not match" not in text:
+            raise
+        added = [f.name for f in dataclasses.fields(abstract)
+                 if getattr(abstract, f.name) == {} and re.search(rf"^{f.name}:\n\s*- Source: .*\n\s*- Target: MISSING", text, re.M)]
+        if not added:
+            raise
+        older = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract) if f.name not in added}
+        restored = read(state=ocp.args.StandardRestore(older)).state
+        return abstract.replace(**restored, **{name: {} for name in added})
+
+
 def _restore_step(read: Callable[..., Any], step: int, step_dir: str, like: PyTree, abstract: PyTree,
                   config: Optional[dict], directory: str) -> PyTree:
     """The state of one step, verified; IncompatibleCheckpointError as is, any other failure raised for quarantine.
@@ -217,7 +240,7 @@ def _verified_step(read: Callable[..., Any], step: int, step_dir: str, like: PyT
     else:
         logging.warning("checkpoint step %d in %s has no array digests (written by a gan_jax older than "
                         "checksummed checkpoints): restoring it unverified", step, directory)
-    state = read(state=ocp.args.StandardRestore(abstract)).state
+    state = _restore_state(read, abstract)
     if record is not None:
         bad = _digest_mismatches(state, record)
         if bad:

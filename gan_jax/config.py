@@ -7,6 +7,7 @@ value and what is allowed, before anything is compiled or written.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, TypeVar
 
 import ml_collections
@@ -42,6 +43,15 @@ def base_config() -> ml_collections.ConfigDict:
     cfg.data.data_dir = ""  # tfds data_dir ("" = $GAN_JAX_DATA_DIR or ~/.cache/gan_jax/tensorflow_datasets)
     cfg.data.image_size = 0  # 0 = native size of the image dataset
     cfg.data.split = "train"
+    # Input pipeline: "device" (the dataset in device memory, drawn inside the step), "streamed" (records read
+    # on the host, each process its own rows, prefetched), "auto" (device when the dataset as held on a device,
+    # uint8 pixels + int32 labels, fits device_budget_mb MiB; else streamed). Toys are always drawn on the device.
+    cfg.data.pipeline = "auto"
+    cfg.data.device_budget_mb = 1024.0
+    cfg.data.read_threads = 8  # streamed: threads reading records
+    cfg.data.prefetch = 2  # streamed: fused calls' batches read ahead of the step
+    # Labels of the fakes of a class-conditional model: "uniform" over the classes or the data's frequencies.
+    cfg.data.fake_labels = "uniform"
 
     cfg.model = ml_collections.ConfigDict()
     cfg.model.kind = "mlp"  # "mlp" | "conv"
@@ -51,7 +61,11 @@ def base_config() -> ml_collections.ConfigDict:
     cfg.model.activation = "relu"
     cfg.model.base_width = 64
     cfg.model.spectral_norm = False
-    cfg.model.batch_norm = False
+    cfg.model.batch_norm = False  # in the critic
+    cfg.model.generator_batch_norm = False  # in the generator (running statistics in TrainState.generator_state)
+    # > 0: a class-conditional pair G(z, y), f(x, y) (label embedding in G, projection critic); it must equal
+    # the number of classes of the data's labels.
+    cfg.model.num_classes = 0
     # Compute dtype of the layers ("float32", "bfloat16", "float16"); parameters, optimizer states, losses
     # and penalties stay float32 (mixed precision for accelerators).
     cfg.model.dtype = "float32"
@@ -102,6 +116,7 @@ def base_config() -> ml_collections.ConfigDict:
     cfg.train.checkpoint_every = 1000
     cfg.train.max_to_keep = 3
     cfg.train.sample_every = 1000  # PNG of samples; 0 = only at the end
+    cfg.train.eval_every = 0  # metrics of eval_samples samples into metrics.jsonl; 0 = only at the end
     cfg.train.eval_samples = 2500
 
     cfg.parallel = ml_collections.ConfigDict()
@@ -159,8 +174,20 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
                   f"must be a multiple of train.steps_per_call={t.steps_per_call} "
                   "(logs and checkpoints happen between fused calls)")
     lookup(CPU_MATMULS.get, "train.cpu_matmuls", t.get("cpu_matmuls", DEFAULT_CPU_MATMULS))
-    if t.sample_every < 0:
-        _fail("train.sample_every", t.sample_every, "must be >= 0 (0 = only at the end)")
+    for field in ("sample_every", "eval_every"):
+        if t.get(field, 0) < 0:
+            _fail(f"train.{field}", t[field], "must be >= 0 (0 = only at the end)")
+    d = cfg.data
+    if d.get("pipeline", "auto") not in ("auto", "device", "streamed"):
+        _fail("data.pipeline", d.pipeline, "must be one of auto, device, streamed")
+    if d.get("fake_labels", "uniform") not in ("uniform", "data"):
+        _fail("data.fake_labels", d.fake_labels, "must be 'uniform' or 'data' (the data's label frequencies)")
+    finite_at_least("data.device_budget_mb", d.get("device_budget_mb", 0), 0, "must be a finite number >= 0")
+    for field in ("read_threads", "prefetch"):
+        if int(d.get(field, 1)) < 1:
+            _fail(f"data.{field}", d[field], "must be an integer >= 1")
+    if int(cfg.model.get("num_classes", 0)) < 0:
+        _fail("model.num_classes", cfg.model.num_classes, "must be >= 0 (0 = unconditional)")
     # The evaluation generates all samples in one call; image metrics (Fréchet distance) need a covariance.
     images = cfg.model.kind == "conv"
     low, high = (2, 50_000) if images else (1, 1_000_000)
@@ -193,8 +220,24 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             _fail(field, value, "must be a number, not NaN")
 
 
+def with_defaults(saved: dict) -> dict:
+    """A saved config dict with the fields it lacks (added to `base_config` after it was written) at their
+    defaults, so that a run written before a field existed reads as having had the default value."""
+
+    def merge(defaults: dict, values: dict) -> dict:
+        merged = dict(defaults)
+        for key, value in values.items():
+            both = isinstance(value, dict) and isinstance(defaults.get(key), dict)
+            merged[key] = merge(defaults[key], value) if both else value
+        return merged
+
+    return merge(json.loads(base_config().to_json()), saved)
+
+
 def structural_differences(saved: dict, current: dict) -> list[str]:
-    """Dotted keys under STRUCTURAL_KEYS whose values differ between two config dicts, as 'key: old -> new'."""
+    """Dotted keys under STRUCTURAL_KEYS whose values differ between two config dicts, as 'key: old -> new'
+    (fields the saved config predates count at their defaults: `with_defaults`)."""
+    saved = with_defaults(saved)
 
     def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
         if isinstance(d, dict):

@@ -2,7 +2,7 @@
 
 Import it as `from gan_jax import engine as engine_lib`: the name `engine` is kept for the value
 `make_engine` returns (an `Engine`, passed to every function here), and `train` for the CLI
-(`from experiments import train as train_cli`).
+(`experiments/train.py`, which calls `gan_jax.trainer`).
 
 The critic f is the network that scores samples: a real number per sample (per pack, with PacGAN), higher
 for samples it takes for data. For the logistic losses (minimax, non-saturating), σ(f) is the lecture's
@@ -15,6 +15,16 @@ One generator step at step t:
      minimise loss.critic(f(x), f(G(z))) + λ·penalty;
   2. one generator update minimising loss.generator(f_k(G(z))), where f_k is the critic after
      `unroll_steps` = k further differentiable critic updates (Metz et al. 2016; k = 0: the plain GAN).
+The real batches come from the data source: drawn inside the step from device-resident data (data.pipeline
+"device"), or fed by the host (the "streamed" pipeline: `step(state, batches)` with the same records). With
+`model.num_classes > 0` the pair is class-conditional: real batches carry their labels and the fakes' labels are
+drawn per step (`data.fake_labels`: uniform, or the data's label frequencies).
+A generator with batch norm (`model.generator_batch_norm`) keeps its running statistics in
+`state.generator_state`: every generator forward pass in training normalises with its own batch's statistics
+(train mode, as PyTorch's DCGAN does); the running averages are updated once per generator step, from the
+generator update's batch, and averaged over devices like the critic's. Sampling uses the running averages; the
+EMA generator samples with the raw generator's running statistics (its buffers are copied, not averaged, as in
+StyleGAN2-ADA's and StudioGAN's EMA).
 Every random draw is a pure function of (state.key, t), so a run resumed from a checkpoint repeats the
 uninterrupted trajectory bit for bit. `K = train.steps_per_call` generator steps are fused in one call,
 their random inputs drawn together (vectorised over the step index: the same numbers as K single draws).
@@ -46,7 +56,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gan_jax import config as config_lib
 from gan_jax import losses, models, penalties
-from gan_jax.data import DataSource
+from gan_jax.data import Batch, DataSource
 from gan_jax.optimizers import make_optimizer
 from gan_jax.parallel import DATA_AXIS, DEFAULT_CPU_MATMULS, check_batch_divisible, compiler_options, replicated
 
@@ -61,6 +71,7 @@ class TrainState:
     generator_params: PyTree
     critic_params: PyTree
     critic_state: PyTree  # non-trained critic collections (spectral-norm vectors, batch stats); {} if none
+    generator_state: PyTree  # non-trained generator collections (batch-norm statistics); {} if none
     generator_opt_state: PyTree
     critic_opt_state: PyTree
     key: jax.Array  # the run's key; step t draws from fold_in(key, t)
@@ -137,9 +148,12 @@ def make_engine(cfg: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -> 
     models.check_critic_compatible(cfg.model, cfg.loss.penalty)
     pack = _pack_size(cfg)
     _ema_decay(cfg)
-    generator, critic = models.build(cfg.model, data_shape)
+    generator, critic = models.build(cfg.model, data_shape, batch_axis=DATA_AXIS)
     if pack > 1:
-        critic = models.build(cfg.model, packed_shape(data_shape, pack))[1]
+        if cfg.model.get("num_classes", 0):
+            raise ValueError(f"config.loss.pack={pack} cannot be combined with a class-conditional model "
+                             f"(model.num_classes={cfg.model.num_classes}): a pack mixes the labels of m samples")
+        critic = models.build(cfg.model, packed_shape(data_shape, pack), batch_axis=DATA_AXIS)[1]
     return Engine(
         generator=generator,
         critic=critic,
@@ -159,15 +173,18 @@ def create_state(cfg: ml_collections.ConfigDict, engine: Engine, data_shape: tup
     g_key, c_key = jax.random.split(init_key)
     z = jnp.zeros((1, cfg.model.latent_dim), jnp.float32)
     x = jnp.zeros((1, *packed_shape(data_shape, engine.pack)), jnp.float32)
-    g_params = engine.generator.init(g_key, z)["params"]
-    c_vars = engine.critic.init(c_key, x, train=False)
+    y = jnp.zeros((1,), jnp.int32) if engine.generator.num_classes else None
+    g_vars = engine.generator.init(g_key, z, y)
+    g_params = g_vars["params"]
+    c_vars = engine.critic.init(c_key, x, y, train=False)
     c_params = c_vars["params"]
-    c_state = {k: v for k, v in c_vars.items() if k != "params"}
+    non_params = lambda variables: {k: v for k, v in variables.items() if k != "params"}
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         generator_params=g_params,
         critic_params=c_params,
-        critic_state=c_state,
+        critic_state=non_params(c_vars),
+        generator_state=non_params(g_vars),
         generator_opt_state=engine.generator_opt.init(g_params),
         critic_opt_state=engine.critic_opt.init(c_params),
         key=run_key,
@@ -175,15 +192,26 @@ def create_state(cfg: ml_collections.ConfigDict, engine: Engine, data_shape: tup
     )
 
 
-def _apply_critic(engine: Engine, params: PyTree, state: PyTree, x: jax.Array, train: bool):
-    """Critic logits (n/m,) of the packs of m = engine.pack samples of x (n, *dims), and its updated
-    non-trained collections (unchanged when not training)."""
-    x = pack_samples(x, engine.pack)
+def _apply(module: nn.Module, params: PyTree, state: PyTree, train: bool, *args):
+    """module(*args, train=train) and its updated non-trained collections (unchanged when not training)."""
     variables = {"params": params, **state}
     if train and state:
-        logits, new_state = engine.critic.apply(variables, x, train=True, mutable=list(state))
-        return logits, dict(new_state)
-    return engine.critic.apply(variables, x, train=train), state
+        out, new_state = module.apply(variables, *args, train=True, mutable=list(state))
+        return out, dict(new_state)
+    return module.apply(variables, *args, train=train), state
+
+
+def _apply_critic(engine: Engine, params: PyTree, state: PyTree, x: jax.Array, train: bool,
+                  labels: jax.Array | None = None):
+    """Critic logits (n/m,) of the packs of m = engine.pack samples of x (n, *dims) (labels (n,) when
+    conditional), and its updated non-trained collections (unchanged when not training)."""
+    return _apply(engine.critic, params, state, train, pack_samples(x, engine.pack), labels)
+
+
+def _generate(engine: Engine, params: PyTree, state: PyTree, z: jax.Array, labels: jax.Array | None,
+              train: bool):
+    """G(z[, labels]) and the generator's updated non-trained collections (batch-norm statistics)."""
+    return _apply(engine.generator, params, state, train, z, labels)
 
 
 def all_finite(tree: PyTree) -> jax.Array:
@@ -205,30 +233,60 @@ def _keep_if(ok: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
 
 
 class StepInputs(NamedTuple):
-    """One generator step's random draws, for the global batch (sharded along the batch axis)."""
+    """One generator step's inputs, for the global batch (sharded along the batch axis)."""
 
-    real: jax.Array  # (n_critic + unroll_steps, B, *data_shape)
+    real: jax.Array  # (n_critic + unroll_steps, B, *data_shape): model input (floats)
     critic_noise: jax.Array  # (n_critic + unroll_steps, B, latent_dim)
     penalty_keys: jax.Array  # (n_critic + unroll_steps, B) one key per example
     generator_noise: jax.Array  # (B, latent_dim)
+    real_labels: jax.Array | None = None  # (n_critic + unroll_steps, B) int32 when conditional, else None
+    critic_fake_labels: jax.Array | None = None  # (n_critic + unroll_steps, B) labels of the critic's fakes
+    generator_labels: jax.Array | None = None  # (B,) labels of the generator update's fakes
+
+
+def data_key(run_key: jax.Array) -> jax.Array:
+    """The key of the real-batch stream of a run with `state.key` = run_key: batch i holds the records
+    images.batch(..., data_key, i, B) draws (the streamed pipeline reads the same ones)."""
+    return jax.random.split(run_key)[0]
+
+
+def draw_fake_labels(source: DataSource, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Labels of generated samples: uniform over the classes, or with the data's label frequencies."""
+    if source.label_frequencies is None:
+        return jax.random.randint(key, shape, 0, source.num_classes, jnp.int32)
+    logits = jnp.log(jnp.asarray(source.label_frequencies, jnp.float32))
+    return jax.random.categorical(key, logits, shape=shape).astype(jnp.int32)
 
 
 def draw_step_inputs(cfg: ml_collections.ConfigDict, source: DataSource, state: TrainState,
-                     arrays: PyTree) -> StepInputs:
-    """The real batches, latents and penalty keys of step `state.step`: a pure function of (key, step)."""
+                     data: PyTree) -> StepInputs:
+    """Step `state.step`'s real batches and random draws: a pure function of (key, step).
+
+    `data` is the device-resident dataset (`source.arrays`), or, for a streamed source, this step's fed Batch
+    (U, B, ...) of the records the device path would draw.
+    """
     n_updates = cfg.loss.n_critic + cfg.loss.unroll_steps
     batch = cfg.data.batch_size
-    data_key, noise_key = jax.random.split(state.key)
+    data_key_, noise_key = jax.random.split(state.key)  # data_key_ == data_key(state.key)
     step_key = jax.random.fold_in(noise_key, state.step)
     zc_key, pen_key, zg_key = jax.random.split(step_key, 3)
-    indices = state.step * n_updates + jnp.arange(n_updates)
-    real = jax.vmap(lambda i: source.sample(arrays, data_key, i, batch))(indices)
+    if source.streamed:
+        raw = data
+    else:
+        indices = state.step * n_updates + jnp.arange(n_updates)
+        raw = jax.vmap(lambda i: source.sample(data, data_key_, i, batch))(indices)
     latent = cfg.model.latent_dim
+    labels = {}
+    if cfg.model.get("num_classes", 0):
+        yc_key, yg_key = jax.random.split(jax.random.fold_in(step_key, 1))  # the other draws keep their keys
+        labels = dict(real_labels=raw.y, critic_fake_labels=draw_fake_labels(source, yc_key, (n_updates, batch)),
+                      generator_labels=draw_fake_labels(source, yg_key, (batch,)))
     return StepInputs(
-        real=real,
+        real=source.to_input(raw.x),
         critic_noise=jax.random.normal(zc_key, (n_updates, batch, latent)),
         penalty_keys=jax.random.split(pen_key, (n_updates, batch)),
         generator_noise=jax.random.normal(zg_key, (batch, latent)),
+        **labels,
     )
 
 
@@ -239,58 +297,65 @@ def _local_step(cfg: ml_collections.ConfigDict, engine: Engine, state: TrainStat
     weight = cfg.loss.penalty_weight
     unroll_loops = bool(cfg.train.get("unroll_loops", False))
     ema_decay, m = _ema_decay(cfg), engine.pack
+    conditional = inputs.real_labels is not None
+    g_params, g_state = state.generator_params, state.generator_state
 
-    def critic_objective(c_params, c_state, g_params, real, z, keys):
-        fake = engine.generator.apply({"params": g_params}, z)
+    def critic_objective(c_params, c_state, g_params, real, z, keys, real_y, fake_y):
+        # The generator normalises with this batch's statistics; its running averages are not updated here.
+        fake, _ = _generate(engine, g_params, g_state, z, fake_y, True)
+        labels = jnp.concatenate([real_y, fake_y]) if conditional else None
         # real and fake are packed apart (this device's batch is a multiple of m): no pack mixes the two.
-        logits, new_c_state = _apply_critic(engine, c_params, c_state, jnp.concatenate([real, fake]), True)
+        logits, new_c_state = _apply_critic(engine, c_params, c_state, jnp.concatenate([real, fake]), True, labels)
         real_logits, fake_logits = jnp.split(logits, 2)
         adversarial = engine.loss.critic(real_logits, fake_logits)
         # The penalty sees the packed critic on packed inputs: pack, then interpolate with one u per pack
         # (drawn from the key of the pack's first sample) — the same as interpolating the unpacked samples
         # with u shared within each pack and packing the result; norms are over all m·d inputs of a pack.
-        critic_fn = lambda x: engine.critic.apply({"params": c_params, **new_c_state}, x, train=False)
-        penalty = (engine.penalty(critic_fn, pack_samples(real, m), pack_samples(fake, m), keys[::m])
+        critic_fn = lambda x, *y: engine.critic.apply({"params": c_params, **new_c_state}, x, *y, train=False)
+        penalty = (engine.penalty(critic_fn, pack_samples(real, m), pack_samples(fake, m), keys[::m],
+                                  (real_y, fake_y) if conditional else None)
                    if weight > 0 else jnp.zeros(()))
         return adversarial + weight * penalty, (new_c_state, adversarial, penalty)
 
     def critic_update(g_params, carry, inputs):
         c_params, c_state, c_opt_state = carry
-        real, z, keys = inputs
         grads, (c_state, adversarial, penalty) = jax.grad(critic_objective, has_aux=True)(
-            c_params, c_state, g_params, real, z, keys)
+            c_params, c_state, g_params, *inputs)
         grads, c_state = jax.lax.pmean((grads, c_state), DATA_AXIS)
         updates, c_opt_state = engine.critic_opt.update(grads, c_opt_state, c_params)
         c_params = optax.apply_updates(c_params, updates)
         return (c_params, c_state, c_opt_state), (adversarial, penalty)
 
-    split = lambda x: (x[:n_critic], x[n_critic:])
-    (real_c, real_u), (z_c, z_u), (keys_c, keys_u) = map(split, inputs[:3])
+    split = lambda x: (None, None) if x is None else (x[:n_critic], x[n_critic:])
+    per_update = (inputs.real, inputs.critic_noise, inputs.penalty_keys, inputs.real_labels,
+                  inputs.critic_fake_labels)
+    critic_inputs, unrolled_inputs = zip(*map(split, per_update))
 
-    g_params = state.generator_params
     critic_carry, (critic_losses, penalty_values) = jax.lax.scan(
         functools.partial(critic_update, g_params),
         (state.critic_params, state.critic_state, state.critic_opt_state),
-        (real_c, z_c, keys_c), unroll=unroll_loops)
+        critic_inputs, unroll=unroll_loops)
 
     def generator_objective(g_params):
         carry = critic_carry
         if unroll:
-            carry, _ = jax.lax.scan(functools.partial(critic_update, g_params), carry, (real_u, z_u, keys_u),
+            carry, _ = jax.lax.scan(functools.partial(critic_update, g_params), carry, unrolled_inputs,
                                     unroll=unroll_loops)
         c_params, c_state, _ = carry
-        fake = engine.generator.apply({"params": g_params}, inputs.generator_noise)
-        logits, _ = _apply_critic(engine, c_params, c_state, fake, False)
-        return engine.loss.generator(logits)
+        fake, new_g_state = _generate(engine, g_params, g_state, inputs.generator_noise, inputs.generator_labels,
+                                      True)
+        logits, _ = _apply_critic(engine, c_params, c_state, fake, False, inputs.generator_labels)
+        return engine.loss.generator(logits), new_g_state
 
-    generator_loss, g_grads = jax.value_and_grad(generator_objective)(g_params)
-    g_grads = jax.lax.pmean(g_grads, DATA_AXIS)
+    (generator_loss, new_g_state), g_grads = jax.value_and_grad(generator_objective, has_aux=True)(g_params)
+    g_grads, new_g_state = jax.lax.pmean((g_grads, new_g_state), DATA_AXIS)
     g_updates, g_opt_state = engine.generator_opt.update(g_grads, state.generator_opt_state, g_params)
     c_params, c_state, c_opt_state = critic_carry
     new_g_params = optax.apply_updates(g_params, g_updates)
     new_state = state.replace(
         step=state.step + 1,
         generator_params=new_g_params,
+        generator_state=new_g_state,
         generator_ema_params=(ema_update(state.generator_ema_params, new_g_params, state.step + 1, ema_decay)
                               if ema_decay > 0 else None),
         critic_params=c_params,
@@ -315,10 +380,12 @@ TrainStep = Callable[[TrainState, PyTree], tuple[TrainState, dict[str, jax.Array
 
 def make_train_step(cfg: ml_collections.ConfigDict, engine: Engine, source: DataSource, mesh: Mesh,
                     steps_per_call: int | None = None) -> TrainStep:
-    """`step(state, data_arrays) -> (state, metrics)`: K generator steps in one jitted, donated call.
+    """`step(state, data) -> (state, metrics)`: K generator steps in one jitted, donated call.
 
-    The state is replicated on `mesh`; each step's batch is drawn whole and split along the batch axis
-    over the mesh's `data` devices; metrics come back stacked, shape (K,). On CPU, matmuls compile as
+    `data` is `source.arrays` placed on `mesh` (the device pipeline), or for a streamed source the K steps'
+    fed real batches, a Batch of global arrays (K, U, B, ...) split along B (`pipeline.to_global`).
+    The state is replicated on `mesh`; each step's batch is split along the batch axis over the mesh's `data`
+    devices; metrics come back stacked, shape (K,). On CPU, matmuls compile as
     `cfg.train.cpu_matmuls` says (parallel.CPU_MATMULS); a step compiled with such options is a top-level
     jit (JAX refuses it inside another jit: call it directly, or set cpu_matmuls="xla_default").
     """
@@ -328,8 +395,9 @@ def make_train_step(cfg: ml_collections.ConfigDict, engine: Engine, source: Data
         raise ValueError(
             f"config.data.batch_size={cfg.data.batch_size} over {mesh.shape[DATA_AXIS]} devices is {per_device} "
             f"per device, not divisible by config.loss.pack={engine.pack}: each device packs its own samples")
-    batch_spec = StepInputs(real=P(None, DATA_AXIS), critic_noise=P(None, DATA_AXIS),
-                            penalty_keys=P(None, DATA_AXIS), generator_noise=P(DATA_AXIS))
+    per_update, per_example = P(None, DATA_AXIS), P(DATA_AXIS)
+    labelled = (per_update, per_update, per_example) if cfg.model.get("num_classes", 0) else (None, None, None)
+    batch_spec = StepInputs(per_update, per_update, per_update, per_example, *labelled)
     # check_vma=False: gradients are averaged explicitly with pmean (with it on, JAX would already psum
     # the gradients of the replicated parameters, and the pmean would scale them by the device count).
     sharded_step = jax.shard_map(
@@ -343,23 +411,30 @@ def make_train_step(cfg: ml_collections.ConfigDict, engine: Engine, source: Data
                              is_leaf=lambda x: isinstance(x, P))
         return jax.lax.with_sharding_constraint(inputs, specs)
 
-    def fused_steps(state, arrays):
+    def fused_steps(state, data):
         if k == 1:  # no loop: XLA:CPU runs convolutions inside a while loop several times slower
-            inputs = split_over_devices(draw_step_inputs(cfg, source, state, arrays), 0)
+            step_data = jax.tree.map(lambda x: x[0], data) if source.streamed else data
+            inputs = split_over_devices(draw_step_inputs(cfg, source, state, step_data), 0)
             state, metrics = sharded_step(state, inputs)
             return state, jax.tree.map(lambda m: m[None], metrics)
         # All K steps' draws at once, vectorised over the step index (the same numbers as K separate
         # draws, in one pass of the random-bit generator instead of K), then K steps in a loop.
-        draw = lambda t: draw_step_inputs(cfg, source, state.replace(step=t), arrays)
-        inputs = split_over_devices(jax.vmap(draw)(state.step + jnp.arange(k)), 1)
+        draw = lambda t, d: draw_step_inputs(cfg, source, state.replace(step=t), d)
+        steps = state.step + jnp.arange(k)
+        inputs = split_over_devices(jax.vmap(draw, in_axes=(0, 0 if source.streamed else None))(steps, data), 1)
         return jax.lax.scan(sharded_step, state, inputs)
 
     return jax.jit(fused_steps, donate_argnums=0, out_shardings=replicated(mesh),
                    compiler_options=compiler_options(mesh, cfg.train.get("cpu_matmuls", DEFAULT_CPU_MATMULS)))
 
 
-def make_sampler(engine: Engine, mesh: Mesh | None = None) -> Callable[[PyTree, jax.Array], jax.Array]:
-    """`sample(generator_params, z) -> G(z)`, jitted; with `mesh`, the samples come back whole on every
-    device of it (every process can read them)."""
+def make_sampler(engine: Engine, mesh: Mesh | None = None) -> Callable[..., jax.Array]:
+    """`sample(generator_params, z, labels=None, generator_state=None) -> G(z[, labels])`, jitted, in eval mode
+    (batch norm with the running statistics of `generator_state`, e.g. `state.generator_state`); with `mesh`,
+    the samples come back whole on every device of it (every process can read them)."""
     out_shardings = None if mesh is None else replicated(mesh)
-    return jax.jit(lambda params, z: engine.generator.apply({"params": params}, z), out_shardings=out_shardings)
+
+    def sample(params, z, labels=None, generator_state=None):
+        return _generate(engine, params, generator_state or {}, z, labels, False)[0]
+
+    return jax.jit(sample, out_shardings=out_shardings)

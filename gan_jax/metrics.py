@@ -4,7 +4,8 @@
   ring-of-8 / grid-of-25 benchmarks, in the VEEGAN / PacGAN convention.
 * ``sliced_w1``, ``wasserstein_to_data`` — thin wrappers over :mod:`gan_jax.transport`.
 * ``two_sample_accuracy`` — held-out accuracy of a small MLP told real from fake (0.5 = indistinguishable).
-* ``train_digits_classifier`` / ``load_or_train_digits_classifier`` and the scores computed with it:
+* ``train_classifier`` / ``load_or_train_classifier`` (a classifier of any labelled image data, e.g. the digits) and
+  the scores computed with it:
   ``class_coverage``, ``inception_score`` (its analogue on the classifier), ``frechet_distance``.
 
 Both classifiers are a ``models.MLPClassifier`` trained with optax; their params are its Flax variables
@@ -34,7 +35,7 @@ from gan_jax import models, transport
 
 Params = dict[str, Any]  # Flax variables {"params": {"hidden_0": …, "output": …}} of a models.MLPClassifier
 
-DIGITS_CLASSIFIER_FILE = "digits_classifier.npz"
+CLASSIFIER_FILE = "data_classifier.npz"  # in the workdir: the classifier of the run's labelled data
 _SETTINGS_ENTRY = "settings"  # the .npz entry holding the JSON of the training settings and data digest
 
 
@@ -227,10 +228,10 @@ def two_sample_accuracy(
 
 
 # ----------------------------------------------------------------------------------------------------
-# Digits classifier and the scores computed with it
+# A classifier of labelled image data (the digits, or any dataset) and the scores computed with it
 
 
-def train_digits_classifier(
+def train_classifier(
     images: jax.Array,
     labels: jax.Array,
     key: jax.Array,
@@ -261,9 +262,9 @@ def train_digits_classifier(
 
 
 def _training_settings(images: jax.Array, labels: jax.Array, train_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """What a cached classifier must have been trained with: the settings of ``train_digits_classifier`` with
+    """What a cached classifier must have been trained with: the settings of ``train_classifier`` with
     ``train_kwargs`` (its defaults elsewhere) and a SHA-256 digest of the images and labels (not the key)."""
-    bound = inspect.signature(train_digits_classifier).bind(images, labels, None, **train_kwargs)
+    bound = inspect.signature(train_classifier).bind(images, labels, None, **train_kwargs)
     bound.apply_defaults()
     settings = {name: value for name, value in bound.arguments.items() if name not in ("images", "labels", "key")}
     digest = hashlib.sha256()
@@ -299,30 +300,30 @@ def _load_classifier(path: str, settings: dict[str, Any], n_features: int) -> Pa
     return unflatten_dict({name: jnp.asarray(array) for name, array in arrays.items()}, sep="/")
 
 
-def load_or_train_digits_classifier(
+def load_or_train_classifier(
     workdir: str | os.PathLike,
     images: jax.Array,
     labels: jax.Array,
     key: jax.Array,
     **train_kwargs: Any,
 ) -> Params:
-    """Params at ``workdir/digits_classifier.npz`` if trained on these data and settings, else trained and saved there.
+    """Params at ``workdir/CLASSIFIER_FILE`` if trained on these data and settings, else trained and saved there.
 
-    Training is ``train_digits_classifier(images, labels, key, **train_kwargs)``. The cache stores the settings
+    Training is ``train_classifier(images, labels, key, **train_kwargs)``. The cache stores the settings
     and a digest of the data beside the weights: a cache trained on other data or with other ``train_kwargs``
     (stale, or another run's), or one that cannot be read or does not fit (corrupt file, wrong shapes,
     non-finite values) is retrained with a warning and overwritten. The key is not part of the settings: a
     cache trained with another key is used.
     """
-    path = os.path.join(os.fspath(workdir), DIGITS_CLASSIFIER_FILE)
+    path = os.path.join(os.fspath(workdir), CLASSIFIER_FILE)
     settings = _training_settings(images, labels, train_kwargs)
     n_features = math.prod(np.shape(images)[1:])
     if os.path.exists(path):
         try:
             return _load_classifier(path, settings, n_features)
         except Exception as err:  # noqa: BLE001 — any unusable cache is retrained
-            warnings.warn(f"digits classifier cache {path} is unusable ({err}); retraining it", stacklevel=2)
-    params = train_digits_classifier(images, labels, key, **train_kwargs)
+            warnings.warn(f"classifier cache {path} is unusable ({err}); retraining it", stacklevel=2)
+    params = train_classifier(images, labels, key, **train_kwargs)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     arrays = {name: np.asarray(array) for name, array in flatten_dict(params, sep="/").items()}
     tmp = path + ".tmp"
@@ -348,6 +349,18 @@ def class_coverage(params: Params, images: jax.Array, *, min_count: int = 1) -> 
     counts = jnp.bincount(jnp.argmax(logits, axis=1), length=logits.shape[1]).astype(jnp.int32)
     covered, kl = _histogram_summary(counts, min_count)
     return ClassCoverage(covered, kl, counts)
+
+
+@jax.jit
+def class_accuracy(params: Params, images: jax.Array, labels: jax.Array) -> jax.Array:
+    """(1/K) Σ_k P̂(argmax p(·|x) = k | y = k): the classifier's accuracy per label, averaged over the K labels
+    present (for a conditional generator: how often a sample drawn for class k is recognised as k)."""
+    logits, _ = classifier_apply(params, images)
+    k = logits.shape[1]
+    correct = jnp.bincount(labels, weights=(jnp.argmax(logits, axis=1) == labels).astype(jnp.float32), length=k)
+    counts = jnp.bincount(labels, length=k)
+    present = counts > 0
+    return jnp.sum(jnp.where(present, correct / jnp.maximum(counts, 1), 0.0)) / jnp.sum(present)
 
 
 @jax.jit

@@ -3,12 +3,16 @@
 Every module is a plain Linen module; ``init`` returns a plain dict of variables that orbax can save.
 ``MLPClassifier`` (class logits and features) serves the classifier-based scores of :mod:`gan_jax.metrics`.
 
-Generators (no state, no ``train`` flag)::
+Generators, ``generator(z, y=None, train=False) -> x``::
 
-    variables = gen.init(key, z)              # {"params": ...};  z: (n, latent_dim)
+    variables = gen.init(key, z)              # {"params": ...} (+ "batch_stats" with batch_norm); z: (n, latent_dim)
     x = gen.apply(variables, z)               # (n, d) for MLPGenerator, (n, H, W, C) in [-1, 1] for ConvGenerator
+    x, updates = gen.apply(variables, z, train=True, mutable=["batch_stats"])  # batch statistics, running averages
 
-Critics share one signature, ``critic(x, train=True) -> logits (n,)``::
+Class-conditional networks (``num_classes > 0``) take int labels y (n,): the generator embeds y and concatenates
+the embedding to z; the critic adds the projection term ⟨embed(y), φ(x)⟩ to its logit (Miyato & Koyama 2018).
+
+Critics share one signature, ``critic(x, y=None, train=True) -> logits (n,)``::
 
     variables = critic.init(key, x)           # {"params": ...} (+ "batch_stats" with spectral_norm/batch_norm)
     # training step: update the power-iteration vectors / running statistics
@@ -50,7 +54,7 @@ ACTIVATIONS: Registry[Callable[[jax.Array], jax.Array]] = Registry("activation",
 # ---------------------------------------------------------------------------------------------------------
 # Image sizes: size -> (side of the smallest feature map, number of stride-2 resolution changes).
 
-IMAGE_SIZES: dict[int, tuple[int, int]] = {8: (4, 1), 16: (4, 2), 28: (7, 2), 32: (4, 3)}
+IMAGE_SIZES: dict[int, tuple[int, int]] = {8: (4, 1), 16: (4, 2), 28: (7, 2), 32: (4, 3), 64: (4, 4)}
 
 
 def _spatial_plan(image_size: int) -> tuple[int, int]:
@@ -84,15 +88,21 @@ def _matrix_lecun_normal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jn
 
 
 def _layer(
-    layer: nn.Module, x: jax.Array, *, spectral_norm: bool = False, batch_norm: bool = False, train: bool = False
+    layer: nn.Module, x: jax.Array, *, spectral_norm: bool = False, batch_norm: bool = False, train: bool = False,
+    batch_axis: str | None = None,
 ) -> jax.Array:
-    """y = BN(layer_W̃(x)), W̃ = W / σ_max(W) if spectral_norm (power iteration), BN only if batch_norm."""
+    """y = BN(layer_W̃(x)), W̃ = W / σ_max(W) if spectral_norm (power iteration), BN only if batch_norm.
+
+    With ``batch_axis`` (a mapped axis name, e.g. the engine's data axis), BN's batch statistics are taken over
+    the examples of every device along it (synchronised batch norm), so they do not depend on the device count.
+    """
     if spectral_norm:
         x = nn.SpectralNorm(layer, name=f"{layer.name}_sn")(x, update_stats=train)
     else:
         x = layer(x)
     if batch_norm:
-        x = nn.BatchNorm(use_running_average=not train, dtype=layer.dtype, name=f"{layer.name}_bn")(x)
+        x = nn.BatchNorm(use_running_average=not train, axis_name=batch_axis if train else None, dtype=layer.dtype,
+                         name=f"{layer.name}_bn")(x)
     return x
 
 
@@ -109,11 +119,37 @@ def _dense_layers(widths: tuple[int, ...], dtype: Any) -> list[nn.Module]:
     return [nn.Dense(width, dtype=dtype, name=f"hidden_{i}") for i, width in enumerate(widths)]
 
 
-def _critic_logit(x: jax.Array, dtype: Any, *, spectral_norm: bool, train: bool) -> jax.Array:
-    """f = w·flatten(x) + b (w spectrally normalised if asked), float32 of shape (n,)."""
+def _check_labels(where: str, num_classes: int, y: jax.Array | None, n: int) -> None:
+    """ValueError unless y is given (shape (n,)) exactly when the network is conditional (num_classes > 0)."""
+    if num_classes and y is None:
+        raise ValueError(f"{where}(num_classes={num_classes}) is class-conditional: pass labels y of shape ({n},)")
+    if not num_classes and y is not None:
+        raise ValueError(f"{where} is unconditional (num_classes=0) but got labels y; set model.num_classes")
+    if y is not None and jnp.shape(y) != (n,):
+        raise ValueError(f"{where}: labels y must have shape ({n},), got {jnp.shape(y)}")
+
+
+def _with_label_embedding(z: jax.Array, y: jax.Array | None, num_classes: int, dtype: Any) -> jax.Array:
+    """[z, e_y] with e_y a learnt embedding of y (dimension of z); z itself when unconditional."""
+    if not num_classes:
+        return z
+    embedding = nn.Embed(num_classes, z.shape[-1], name="label_embedding")(y)
+    return jnp.concatenate([z, embedding.astype(z.dtype)], axis=-1).astype(dtype)
+
+
+def _critic_logit(x: jax.Array, dtype: Any, *, spectral_norm: bool, train: bool, y: jax.Array | None = None,
+                  num_classes: int = 0) -> jax.Array:
+    """f = w·φ + b (+ ⟨e_y, φ⟩, the projection term, when conditional), φ = flatten(x): float32 of shape (n,).
+
+    w is spectrally normalised if asked; e_y is a learnt class embedding of φ's dimension (Miyato & Koyama 2018).
+    """
     logit = nn.Dense(1, dtype=dtype, name="logit")
     x = x.reshape(x.shape[0], -1)
-    return _layer(logit, x, spectral_norm=spectral_norm, train=train)[:, 0].astype(jnp.float32)
+    f = _layer(logit, x, spectral_norm=spectral_norm, train=train)[:, 0].astype(jnp.float32)
+    if num_classes:
+        embedding = nn.Embed(num_classes, x.shape[-1], name="projection")(y)
+        f = f + jnp.sum(embedding * x.astype(jnp.float32), axis=-1)
+    return f
 
 
 def _check_mlp(module: nn.Module, **widths: int) -> None:
@@ -127,12 +163,15 @@ def _check_mlp(module: nn.Module, **widths: int) -> None:
 
 
 class MLPGenerator(nn.Module):
-    """G(z) = W_out·a(… a(W_1 z + b_1) …) + b_out, ``depth`` hidden layers of ``width`` units."""
+    """G(z[, y]) = W_out·a(… a(W_1 [z, e_y] + b_1) …) + b_out, ``depth`` hidden layers of ``width`` units."""
 
     output_dim: int = 2
     width: int = 512
     depth: int = 3
     activation: str = "relu"
+    batch_norm: bool = False  # batch norm after each hidden layer (running statistics in "batch_stats")
+    batch_axis: str | None = None  # with batch_norm: the mapped axis whose devices share batch statistics
+    num_classes: int = 0  # > 0: class-conditional G(z, y)
     dtype: Any = jnp.float32  # compute dtype; parameters are float32, the output is float32
 
     def __post_init__(self) -> None:
@@ -140,9 +179,12 @@ class MLPGenerator(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, z: jax.Array) -> jax.Array:
+    def __call__(self, z: jax.Array, y: jax.Array | None = None, train: bool = False) -> jax.Array:
         _check_rank(z, 2, "MLPGenerator", "(n, latent_dim)")
-        h = _stack(_dense_layers((self.width,) * self.depth, self.dtype), z, self.activation)
+        _check_labels("MLPGenerator", self.num_classes, y, z.shape[0])
+        h = _with_label_embedding(z, y, self.num_classes, self.dtype)
+        h = _stack(_dense_layers((self.width,) * self.depth, self.dtype), h, self.activation,
+                   batch_norm=self.batch_norm, batch_axis=self.batch_axis, train=train)
         return nn.Dense(self.output_dim, dtype=self.dtype, name="output")(h).astype(jnp.float32)
 
 
@@ -154,6 +196,8 @@ class MLPCritic(nn.Module):
     activation: str = "relu"
     spectral_norm: bool = False
     batch_norm: bool = False
+    batch_axis: str | None = None  # with batch_norm: the mapped axis whose devices share batch statistics
+    num_classes: int = 0  # > 0: class-conditional f(x, y) with a projection term
     dtype: Any = jnp.float32  # compute dtype; parameters are float32, the logits are float32
 
     def __post_init__(self) -> None:
@@ -161,12 +205,15 @@ class MLPCritic(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    def __call__(self, x: jax.Array, y: jax.Array | None = None, train: bool = True) -> jax.Array:
         _check_rank(x, 2, "MLPCritic", "(n, d)")
+        _check_labels("MLPCritic", self.num_classes, y, x.shape[0])
         layers = _dense_layers((self.width,) * self.depth, self.dtype)
         h = _stack(layers, x, self.activation, spectral_norm=self.spectral_norm, batch_norm=self.batch_norm,
+                   batch_axis=self.batch_axis,
                    train=train)
-        return _critic_logit(h, self.dtype, spectral_norm=self.spectral_norm, train=train)
+        return _critic_logit(h, self.dtype, spectral_norm=self.spectral_norm, train=train, y=y,
+                             num_classes=self.num_classes)
 
 
 class MLPClassifier(nn.Module):
@@ -200,11 +247,17 @@ _STRIDE_2 = dict(kernel_size=(4, 4), strides=(2, 2), padding="SAME", kernel_init
 
 
 class ConvGenerator(nn.Module):
-    """G(z) = tanh(conv3×3(ReLU(convT↑2(… ReLU(reshape(W z + b)) …)))) ∈ [−1, 1]^{H×W×C}."""
+    """G(z[, y]) = tanh(conv3×3(ReLU(BN(convT↑2(… ReLU(BN(reshape(W [z, e_y] + b))) …))))) ∈ [−1, 1]^{H×W×C}.
+
+    BN (batch norm, as in DCGAN) only with ``batch_norm=True``.
+    """
 
     image_size: int
     channels: int = 1
     base_width: int = 64
+    batch_norm: bool = False
+    batch_axis: str | None = None  # with batch_norm: the mapped axis whose devices share batch statistics
+    num_classes: int = 0  # > 0: class-conditional G(z, y)
     dtype: Any = jnp.float32  # compute dtype; parameters are float32, the output is float32
 
     def __post_init__(self) -> None:
@@ -213,15 +266,18 @@ class ConvGenerator(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, z: jax.Array) -> jax.Array:
+    def __call__(self, z: jax.Array, y: jax.Array | None = None, train: bool = False) -> jax.Array:
         _check_rank(z, 2, "ConvGenerator", "(n, latent_dim)")
+        _check_labels("ConvGenerator", self.num_classes, y, z.shape[0])
         side, n_up = _spatial_plan(self.image_size)
         features = self.base_width * 2**n_up
-        h = nn.Dense(side * side * features, dtype=self.dtype, name="project")(z)
-        h = jax.nn.relu(h).reshape(z.shape[0], side, side, features)
+        h = _with_label_embedding(z, y, self.num_classes, self.dtype)
+        norm = dict(batch_norm=self.batch_norm, batch_axis=self.batch_axis, train=train)
+        h = _stack([nn.Dense(side * side * features, dtype=self.dtype, name="project")], h, "relu", **norm)
+        h = h.reshape(z.shape[0], side, side, features)
         ups = [nn.ConvTranspose(self.base_width * 2 ** (n_up - 1 - i), **_STRIDE_2, dtype=self.dtype, name=f"up_{i}")
                for i in range(n_up)]
-        h = _stack(ups, h, "relu")
+        h = _stack(ups, h, "relu", **norm)
         to_image = nn.Conv(self.channels, (3, 3), kernel_init=_matrix_lecun_normal, dtype=self.dtype,
                            name="to_image")
         return jnp.tanh(to_image(h)).astype(jnp.float32)
@@ -234,6 +290,8 @@ class ConvCritic(nn.Module):
     base_width: int = 64
     spectral_norm: bool = False
     batch_norm: bool = False
+    batch_axis: str | None = None  # with batch_norm: the mapped axis whose devices share batch statistics
+    num_classes: int = 0  # > 0: class-conditional f(x, y) with a projection term
     dtype: Any = jnp.float32  # compute dtype; parameters are float32, the logits are float32
 
     def __post_init__(self) -> None:
@@ -242,16 +300,19 @@ class ConvCritic(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    def __call__(self, x: jax.Array, y: jax.Array | None = None, train: bool = True) -> jax.Array:
         size = self.image_size
         _check_rank(x, 4, "ConvCritic", f"(n, {size}, {size}, C)")
+        _check_labels("ConvCritic", self.num_classes, y, x.shape[0])
         if x.shape[1:3] != (size, size):
             raise ValueError(f"ConvCritic(image_size={size}) expects (n, {size}, {size}, C) input, got {x.shape}")
         _, n_down = _spatial_plan(size)
         downs = [nn.Conv(self.base_width * 2**i, **_STRIDE_2, dtype=self.dtype, name=f"down_{i}")
                  for i in range(n_down)]
-        h = _stack(downs, x, "leaky_relu", spectral_norm=self.spectral_norm, batch_norm=self.batch_norm, train=train)
-        return _critic_logit(h, self.dtype, spectral_norm=self.spectral_norm, train=train)
+        h = _stack(downs, x, "leaky_relu", spectral_norm=self.spectral_norm, batch_norm=self.batch_norm,
+                   batch_axis=self.batch_axis, train=train)
+        return _critic_logit(h, self.dtype, spectral_norm=self.spectral_norm, train=train, y=y,
+                             num_classes=self.num_classes)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -277,17 +338,20 @@ def _config_fields(model_cfg: Any, names: tuple[str, ...]) -> dict[str, Any]:
     return {name: getattr(model_cfg, name) for name in names if hasattr(model_cfg, name)}
 
 
-def _build_mlp(model_cfg: Any, data_shape: tuple[int, ...], dtype: Any, critic_norms: dict[str, Any]) -> _Pair:
+def _build_mlp(model_cfg: Any, data_shape: tuple[int, ...], generator_options: dict[str, Any],
+               critic_options: dict[str, Any]) -> _Pair:
     if len(data_shape) != 1:
         raise ValueError(
             f"kind='mlp' needs a flat per-example data_shape (d,), got {data_shape}; "
             "use kind='conv' for (H, W, C) images"
         )
     body = _config_fields(model_cfg, ("width", "depth", "activation"))
-    return MLPGenerator(output_dim=data_shape[0], dtype=dtype, **body), MLPCritic(**body, **critic_norms)
+    return (MLPGenerator(output_dim=data_shape[0], **body, **generator_options),
+            MLPCritic(**body, **critic_options))
 
 
-def _build_conv(model_cfg: Any, data_shape: tuple[int, ...], dtype: Any, critic_norms: dict[str, Any]) -> _Pair:
+def _build_conv(model_cfg: Any, data_shape: tuple[int, ...], generator_options: dict[str, Any],
+                critic_options: dict[str, Any]) -> _Pair:
     if len(data_shape) != 3 or data_shape[0] != data_shape[1]:
         raise ValueError(
             f"kind='conv' needs a square image data_shape (H, H, C), got {data_shape}; "
@@ -295,26 +359,30 @@ def _build_conv(model_cfg: Any, data_shape: tuple[int, ...], dtype: Any, critic_
         )
     size, _, channels = data_shape
     body = _config_fields(model_cfg, ("base_width",))
-    return (ConvGenerator(size, channels=channels, dtype=dtype, **body),
-            ConvCritic(size, **body, **critic_norms))
+    return (ConvGenerator(size, channels=channels, **body, **generator_options),
+            ConvCritic(size, **body, **critic_options))
 
 
-# model.kind -> builder (model_cfg, data_shape, dtype, critic norm options) -> (generator, critic).
+# model.kind -> builder (model_cfg, data_shape, generator options, critic options) -> (generator, critic).
 KINDS: Registry[Callable[..., _Pair]] = Registry("model kind", {"mlp": _build_mlp, "conv": _build_conv})
 
 
-def build(model_cfg: Any, data_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+def build(model_cfg: Any, data_shape: tuple[int, ...], batch_axis: str | None = None) -> tuple[nn.Module, nn.Module]:
     """(generator, critic) for per-example ``data_shape``, made by ``KINDS[model_cfg.kind]`` (an ml_collections config).
 
     model_cfg.kind: "mlp" needs a flat data_shape (d,) (images are not flattened: use "conv");
     "conv" needs square images (H, H, C) with H in IMAGE_SIZES. Fields width, depth, activation (mlp),
-    base_width (conv), spectral_norm, batch_norm (critic) and dtype (compute dtype) are used where set; unset
-    ones keep the module defaults. latent_dim is not needed here: the generator takes its input width from ``init``'s z.
+    base_width (conv), spectral_norm, batch_norm (critic), generator_batch_norm, num_classes (both networks
+    class-conditional when > 0) and dtype (compute dtype) are used where set; unset ones keep the module defaults.
+    latent_dim is not needed here: the generator takes its input width from ``init``'s z. ``batch_axis``: the
+    mapped axis over which batch norm (where on) shares its batch statistics (the engine's data axis).
     """
     make = KINDS[getattr(model_cfg, "kind", None)]
-    dtype = COMPUTE_DTYPES[getattr(model_cfg, "dtype", "float32")]
-    critic_norms = dict(_config_fields(model_cfg, ("spectral_norm", "batch_norm")), dtype=dtype)
-    return make(model_cfg, tuple(int(d) for d in data_shape), dtype, critic_norms)
+    shared = dict(dtype=COMPUTE_DTYPES[getattr(model_cfg, "dtype", "float32")],
+                  num_classes=int(getattr(model_cfg, "num_classes", 0) or 0), batch_axis=batch_axis)
+    generator_options = dict(shared, batch_norm=bool(getattr(model_cfg, "generator_batch_norm", False)))
+    critic_options = dict(shared, **_config_fields(model_cfg, ("spectral_norm", "batch_norm")))
+    return make(model_cfg, tuple(int(d) for d in data_shape), generator_options, critic_options)
 
 
 def check_critic_compatible(model_cfg: Any, penalty_name: str) -> None:

@@ -1,9 +1,12 @@
 """Critic regularisers: gradient penalties (WGAN-GP, one-sided GP, R1, R2) and weight clipping.
 
-Every penalty has one signature, `penalty(critic_fn, real, fake, key) -> scalar`, returns the
+Every penalty has one signature, `penalty(critic_fn, real, fake, key, labels=None) -> scalar`, returns the
 UNWEIGHTED value (the training step multiplies by its weight) and is chosen by name with `get` from
 the registry `PENALTIES`.
-`critic_fn` maps a batch x of shape (n, *dims) to logits of shape (n,).
+`critic_fn` maps a batch x of shape (n, *dims) to logits of shape (n,). For a class-conditional critic, pass
+`labels=(real_labels, fake_labels)` (int arrays (n,)) and a `critic_fn(x, y)`: R1 scores the reals under their
+labels, R2 the fakes under theirs, and the interpolates of GP take the real sample's label (x̂ = u·x + (1−u)·x̃
+is scored as f(x̂, y_real), the choice of StudioGAN's conditional WGAN-GP).
 
 Input gradients are taken per example, as ∇ₓ f(x[i:i+1]) (a vmap of the gradient of the critic applied
 to a batch of one). This is exact for any critic that scores examples independently, the only kind a
@@ -21,8 +24,9 @@ import optax
 
 from gan_jax.registry import Registry
 
-CriticFn = Callable[[jax.Array], jax.Array]
-Penalty = Callable[[CriticFn, jax.Array, jax.Array, chex.PRNGKey], jax.Array]
+CriticFn = Callable[..., jax.Array]  # critic_fn(x) -> (n,), or critic_fn(x, y) with labels
+Labels = tuple[jax.Array, jax.Array] | None  # (real_labels, fake_labels) for a conditional critic
+Penalty = Callable[..., jax.Array]  # penalty(critic_fn, real, fake, key, labels=None) -> scalar
 
 
 def _check_pair(real: jax.Array, fake: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -37,10 +41,18 @@ def _check_pair(real: jax.Array, fake: jax.Array) -> tuple[jax.Array, jax.Array]
     return real.astype(dtype), fake.astype(dtype)
 
 
-def _input_gradients(critic_fn: CriticFn, x: jax.Array) -> jax.Array:
-    """∇ₓ f for each example, flattened to (n, prod(dims))."""
-    grads = jax.vmap(jax.grad(lambda xi: jnp.reshape(critic_fn(xi[None]), ())))(x)
+def _input_gradients(critic_fn: CriticFn, x: jax.Array, y: jax.Array | None = None) -> jax.Array:
+    """∇ₓ f(x_i[, y_i]) for each example, flattened to (n, prod(dims))."""
+    if y is None:
+        grads = jax.vmap(jax.grad(lambda xi: jnp.reshape(critic_fn(xi[None]), ())))(x)
+    else:
+        grads = jax.vmap(jax.grad(lambda xi, yi: jnp.reshape(critic_fn(xi[None], yi[None]), ())))(x, y)
     return grads.reshape(x.shape[0], -1)
+
+
+def _labels_of(labels: Labels, which: int) -> jax.Array | None:
+    """labels[which] (0: real, 1: fake), or None for an unconditional critic."""
+    return None if labels is None else labels[which]
 
 
 def _safe_norm(v: jax.Array) -> jax.Array:
@@ -72,6 +84,7 @@ def gradient_penalty(
     real: jax.Array,
     fake: jax.Array,
     key: chex.PRNGKey,
+    labels: Labels = None,
     *,
     target: float = 1.0,
     one_sided: bool = False,
@@ -87,36 +100,39 @@ def gradient_penalty(
     real, fake = _check_pair(real, fake)
     u = _per_example_uniform(key, real)
     interpolates = u * real + (1.0 - u) * fake
-    excess = _safe_norm(_input_gradients(critic_fn, interpolates)) / target - 1.0
+    excess = _safe_norm(_input_gradients(critic_fn, interpolates, _labels_of(labels, 0))) / target - 1.0
     if one_sided:
         excess = jnp.maximum(excess, 0.0)
     return jnp.mean(jnp.square(excess))
 
 
-def _half_mean_squared_gradient(critic_fn: CriticFn, x: jax.Array) -> jax.Array:
-    """½ E ‖∇f(x)‖²."""
-    return 0.5 * jnp.mean(jnp.sum(jnp.square(_input_gradients(critic_fn, x)), axis=-1))
+def _half_mean_squared_gradient(critic_fn: CriticFn, x: jax.Array, y: jax.Array | None) -> jax.Array:
+    """½ E ‖∇f(x[, y])‖²."""
+    return 0.5 * jnp.mean(jnp.sum(jnp.square(_input_gradients(critic_fn, x, y)), axis=-1))
 
 
-def r1_penalty(critic_fn: CriticFn, real: jax.Array, fake: jax.Array, key: chex.PRNGKey) -> jax.Array:
+def r1_penalty(critic_fn: CriticFn, real: jax.Array, fake: jax.Array, key: chex.PRNGKey,
+               labels: Labels = None) -> jax.Array:
     """R1 = ½ E_real ‖∇f(x)‖² (Mescheder et al. 2018); fake and key are unused."""
     real, fake = _check_pair(real, fake)
-    return _half_mean_squared_gradient(critic_fn, real)
+    return _half_mean_squared_gradient(critic_fn, real, _labels_of(labels, 0))
 
 
-def r2_penalty(critic_fn: CriticFn, real: jax.Array, fake: jax.Array, key: chex.PRNGKey) -> jax.Array:
+def r2_penalty(critic_fn: CriticFn, real: jax.Array, fake: jax.Array, key: chex.PRNGKey,
+               labels: Labels = None) -> jax.Array:
     """R2 = ½ E_fake ‖∇f(x)‖² (Mescheder et al. 2018); real and key are unused."""
     real, fake = _check_pair(real, fake)
-    return _half_mean_squared_gradient(critic_fn, fake)
+    return _half_mean_squared_gradient(critic_fn, fake, _labels_of(labels, 1))
 
 
 def one_sided_gradient_penalty(critic_fn: CriticFn, real: jax.Array, fake: jax.Array,
-                               key: chex.PRNGKey) -> jax.Array:
+                               key: chex.PRNGKey, labels: Labels = None) -> jax.Array:
     """GP₊ = E[max(0, ‖∇f(x̂)‖ − 1)²] on interpolates x̂ (Gulrajani et al. 2017, App.; Petzka et al. 2018)."""
-    return gradient_penalty(critic_fn, real, fake, key, one_sided=True)
+    return gradient_penalty(critic_fn, real, fake, key, labels, one_sided=True)
 
 
-def no_penalty(critic_fn: CriticFn, real: jax.Array, fake: jax.Array, key: chex.PRNGKey) -> jax.Array:
+def no_penalty(critic_fn: CriticFn, real: jax.Array, fake: jax.Array, key: chex.PRNGKey,
+               labels: Labels = None) -> jax.Array:
     """0 (of real's dtype): the "none" entry, so that every step adds a penalty term of one signature."""
     real, fake = _check_pair(real, fake)
     return jnp.zeros((), real.dtype)
@@ -132,7 +148,7 @@ PENALTIES: Registry[Penalty] = Registry(
         "r2": r2_penalty,
     },
 )
-get = PENALTIES.get  # get(name) -> Penalty, called as penalty(critic_fn, real, fake, key); ValueError if unknown
+get = PENALTIES.get  # get(name) -> Penalty, called as penalty(critic_fn, real, fake, key[, labels]); ValueError if unknown
 names = PENALTIES.names  # names() -> the registered names, in the order above
 
 

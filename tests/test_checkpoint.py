@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from experiments import train as train_cli
+from gan_jax import trainer
 from experiments.configs import common
 from gan_jax import checkpoint as ckpt
 from gan_jax import config as config_lib
@@ -58,40 +58,40 @@ def _snapshot(directory):
 def uninterrupted(tmp_path_factory):
     """20 steps in one go: the reference trajectory."""
     workdir = str(tmp_path_factory.mktemp("full"))
-    train_cli.train_and_evaluate(_config(20), workdir, progress=False)
+    trainer.train_and_evaluate(_config(20), workdir, progress=False)
     return workdir
 
 
 def test_stop_and_resume_is_bitwise_identical(uninterrupted, tmp_path):
     workdir = str(tmp_path)
-    train_cli.train_and_evaluate(_config(10), workdir, progress=False)
-    summary = train_cli.train_and_evaluate(_config(20), workdir, progress=False)
+    trainer.train_and_evaluate(_config(10), workdir, progress=False)
+    summary = trainer.train_and_evaluate(_config(20), workdir, progress=False)
     assert summary["step"] == 20
-    for a, b in zip(_leaves(train_cli.restore_state(uninterrupted)), _leaves(train_cli.restore_state(workdir))):
+    for a, b in zip(_leaves(trainer.restore_state(uninterrupted)), _leaves(trainer.restore_state(workdir))):
         np.testing.assert_array_equal(a, b)
     assert _metric_lines(workdir) == _metric_lines(uninterrupted)
 
 
 def test_corrupt_newest_checkpoint_is_skipped_and_kept(uninterrupted, tmp_path, caplog):
     workdir = str(tmp_path / "run")
-    train_cli.train_and_evaluate(_config(10), workdir, progress=False)  # checkpoints at 10 (every 10)
+    trainer.train_and_evaluate(_config(10), workdir, progress=False)  # checkpoints at 10 (every 10)
     cfg = _config(20)
     cfg.train.checkpoint_every = 5
-    train_cli.train_and_evaluate(cfg, workdir, progress=False)  # + 15, 20
+    trainer.train_and_evaluate(cfg, workdir, progress=False)  # + 15, 20
     newest = os.path.join(workdir, "checkpoints", "20")
     for root, _, files in os.walk(os.path.join(newest, "state")):
         for name in files:
             with open(os.path.join(root, name), "r+b") as f:
                 f.truncate(max(0, os.path.getsize(f.name) // 3))
-    state = train_cli.restore_state(workdir)  # read-only: skips step 20, renames nothing
+    state = trainer.restore_state(workdir)  # read-only: skips step 20, renames nothing
     assert int(state.step) == 15
     assert os.path.isdir(newest) and not os.path.exists(newest + ".corrupt")
     assert "checkpoint step 20 in" in caplog.text and "skipped" in caplog.text
     # The training run keeps the step aside; resuming from 15 reproduces the uninterrupted run's step 20 exactly.
-    train_cli.train_and_evaluate(cfg, workdir, progress=False)
+    trainer.train_and_evaluate(cfg, workdir, progress=False)
     assert os.path.isdir(newest + ".corrupt"), "the corrupt step is kept aside, not deleted"
     assert "checkpoint step 20 could not be restored" in caplog.text
-    for a, b in zip(_leaves(train_cli.restore_state(uninterrupted)), _leaves(train_cli.restore_state(workdir))):
+    for a, b in zip(_leaves(trainer.restore_state(uninterrupted)), _leaves(trainer.restore_state(workdir))):
         np.testing.assert_array_equal(a, b)
 
 
@@ -100,7 +100,7 @@ def test_changed_model_width_is_refused_and_nothing_is_overwritten(uninterrupted
     cfg = _config(30)
     cfg.model.width = 24
     with pytest.raises(IncompatibleCheckpointError, match=r"model\.width: 16 -> 24"):
-        train_cli.train_and_evaluate(cfg, uninterrupted, progress=False)
+        trainer.train_and_evaluate(cfg, uninterrupted, progress=False)
     assert _snapshot(uninterrupted) == before
 
 
@@ -110,8 +110,8 @@ def test_nonfinite_step_stops_with_the_last_good_checkpoint(tmp_path):
     cfg.optim.critic.name = "sgd"
     cfg.loss.penalty = "none"
     cfg.loss.penalty_weight = 0.0
-    with pytest.raises(train_cli.NonFiniteLossError, match=r"non-finite loss or parameters at step \d+.*Last good"):
-        train_cli.train_and_evaluate(cfg, str(tmp_path), progress=False)
+    with pytest.raises(trainer.NonFiniteLossError, match=r"non-finite loss or parameters at step \d+.*Last good"):
+        trainer.train_and_evaluate(cfg, str(tmp_path), progress=False)
     assert not [d for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()], "no NaN state was saved"
 
 
@@ -128,7 +128,7 @@ def _state(step, n=4096):
         step=jnp.int32(step),
         generator_params={"w": jnp.asarray(rng.standard_normal(n).astype(np.float32))},
         critic_params={"v": jnp.full((3, 3), float(step))},
-        critic_state={"u": jnp.asarray(rng.integers(0, 2**32, n, dtype=np.uint32))},
+        critic_state={"u": jnp.asarray(rng.integers(0, 2**32, n, dtype=np.uint32))}, generator_state={},
         generator_opt_state=(), critic_opt_state=(), key=jax.random.key(step))
 
 
@@ -254,6 +254,39 @@ def test_step_saved_without_digests_restores_with_a_warning(tmp_path, caplog):
         restored = ckpt.Checkpointer(str(tmp_path), cfg).restore_latest(_state(0))
     _assert_same(restored, _state(7))
     assert "checkpoint step 7" in caplog.text and "has no array digests" in caplog.text
+
+
+def test_a_step_saved_before_generator_state_existed_is_migrated_and_left_untouched(tmp_path):
+    """A TrainState of the previous gan_jax (no generator_state field), saved with its digests, restores into
+    today's TrainState with generator_state = {}; the files are not changed."""
+    import flax
+
+    @flax.struct.dataclass
+    class PreviousTrainState:  # TrainState's fields before generator_state was added
+        step: jax.Array
+        generator_params: dict
+        critic_params: dict
+        critic_state: dict
+        generator_opt_state: tuple
+        critic_opt_state: tuple
+        key: jax.Array
+        generator_ema_params: dict = None
+
+    new = _state(7)
+    old = PreviousTrainState(**{f: getattr(new, f) for f in PreviousTrainState.__dataclass_fields__})
+    saver = ckpt.Checkpointer(str(tmp_path), _small_config())
+    saver.save(old)
+    saver.close()
+    before = _tree(tmp_path)
+    restored = ckpt.Checkpointer(str(tmp_path), _small_config()).restore_latest(_state(0))
+    assert isinstance(restored, TrainState) and restored.generator_state == {}
+    _assert_same(restored, new)
+    assert ckpt.restore_readonly(str(tmp_path), _state(0))[1].generator_state == {}
+    assert _tree(tmp_path) == before
+    # Saved configs that predate a field read as its default: no structural difference.
+    saved = _small_config().to_dict()
+    del saved["model"]["num_classes"], saved["model"]["generator_batch_norm"]
+    assert config_lib.structural_differences(saved, json.loads(_small_config().to_json())) == []
 
 
 def test_differently_shaped_state_is_incompatible_and_nothing_changes(tmp_path):

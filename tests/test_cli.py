@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import train as train_cli
+from gan_jax import trainer
 from gan_jax import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,23 +115,23 @@ def test_a_foreign_folder_and_a_checkpoints_file_are_refused_untouched(tmp_path)
 def test_a_second_run_on_a_live_workdir_is_refused_and_a_reader_beside_it_is_harmless(tmp_path):
     workdir = tmp_path / "live"
     # A save at every fused call, so the reader below meets unfinished orbax folders.
-    trainer = subprocess.Popen(_command(workdir, "--config.train.steps=100000", "--config.train.checkpoint_every=5",
+    live = subprocess.Popen(_command(workdir, "--config.train.steps=100000", "--config.train.checkpoint_every=5",
                                         "--config.train.max_to_keep=2", "--config.train.sample_every=0"),
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     committed = lambda: (workdir / "checkpoints").is_dir() and any(
         name.isdigit() for name in os.listdir(workdir / "checkpoints"))
     while not committed():
-        assert trainer.poll() is None and time.monotonic() < deadline, trainer.communicate()
+        assert live.poll() is None and time.monotonic() < deadline, live.communicate()
         time.sleep(0.1)
     line = _one_error(_run(workdir, "--config.train.steps=60"), "is in use by another gan_jax run")
-    assert f"pid {trainer.pid}" in line
-    steps_read = [int(train_cli.restore_state(str(workdir)).step) for _ in range(20)]
+    assert f"pid {live.pid}" in line
+    steps_read = [int(trainer.restore_state(str(workdir)).step) for _ in range(20)]
     assert steps_read == sorted(steps_read) and steps_read[0] >= 5
-    assert trainer.poll() is None, "the reader did not disturb the run"
-    trainer.send_signal(signal.SIGTERM)
-    _, stderr = trainer.communicate(timeout=300)
-    assert trainer.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert live.poll() is None, "the reader did not disturb the run"
+    live.send_signal(signal.SIGTERM)
+    _, stderr = live.communicate(timeout=300)
+    assert live.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(5, steps[-1] + 5, 5)), "one writer: every step logged once"
 
@@ -196,7 +196,7 @@ def test_sigterm_saves_the_current_step_and_resume_is_bitwise(tmp_path):
     assert "rerun the same command to resume" in stderr
     saved = int(json.loads((workdir / "config.json").read_text())["train"]["steps"])
     assert saved == 100000
-    step = train_cli.restore_state(str(workdir)).step
+    step = trainer.restore_state(str(workdir)).step
     assert int(step) >= 10 and int(step) % 5 == 0, "a checkpoint at the step where it stopped"
 
     target = int(step) + 10
@@ -209,6 +209,6 @@ def test_sigterm_saves_the_current_step_and_resume_is_bitwise(tmp_path):
     assert uninterrupted.returncode == 0, uninterrupted.stderr
     as_numpy = lambda x: np.asarray(
         jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
-    for a, b in zip(jax.tree.leaves(train_cli.restore_state(str(reference))),
-                    jax.tree.leaves(train_cli.restore_state(str(workdir)))):
+    for a, b in zip(jax.tree.leaves(trainer.restore_state(str(reference))),
+                    jax.tree.leaves(trainer.restore_state(str(workdir)))):
         np.testing.assert_array_equal(as_numpy(a), as_numpy(b))

@@ -4,7 +4,7 @@ training helper (experiments/lecture/training.py).
 References: two samples of one distribution are indistinguishable (two-sample accuracy 0.5 up to sampling
 noise); an untrained generator's samples near the origin are separable from a ring of radius 2 (accuracy
 ≈ 1); the 3σ high-quality fraction of 2-D Gaussian data is P(χ²₂ ≤ 9) = 1 − e^{−4.5}; the helper's samples
-must equal those of the engine's own CLI path (experiments.train.train_and_evaluate + restore_state); the
+must equal those of the engine's own training path (gan_jax.trainer.train_and_evaluate + restore_state); the
 forward-KL optimum over Gaussians of ½N(−2, 0.5²) + ½N(2, 0.5²) is moment matching, μ = 0, σ = √(0.5² + 2²), and
 the reverse-KL optimum near a mode is that mode's component, μ = ±2, σ = 0.5 (claim 4).
 """
@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import train as train_cli
+from gan_jax import trainer
 from experiments.configs import common as configs
 from experiments.lecture import fgan_covering_seeking, mode_collapse, training, two_sample_classifier
 from gan_jax import engine as engine_lib
@@ -94,8 +94,8 @@ def test_train_and_sample_matches_the_engine_cli(tmp_path):
     samples, skipped = training.train_and_sample(cfg, [3], [10, 20], 64, decay_from=10, decay_factor=1.0)
     assert samples.shape == (1, 2, 64, 2) and skipped.tolist() == [0]
 
-    train_cli.train_and_evaluate(cfg, str(tmp_path), progress=False)
-    state = train_cli.restore_state(str(tmp_path))
+    trainer.train_and_evaluate(cfg, str(tmp_path), progress=False)
+    state = trainer.restore_state(str(tmp_path))
     engine = engine_lib.make_engine(cfg, (2,))
     z = jax.random.normal(jax.random.key(cfg.seed + 1), (64, cfg.model.latent_dim))
     expected = engine_lib.make_sampler(engine)(state.generator_params, z)

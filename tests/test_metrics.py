@@ -241,7 +241,7 @@ def digits():
     labels = data.target.astype(np.int32)
     perm = np.random.default_rng(0).permutation(len(labels))
     train, test = perm[:1200], perm[1200:]
-    params = metrics.train_digits_classifier(images[train], labels[train], jax.random.key(0))
+    params = metrics.train_classifier(images[train], labels[train], jax.random.key(0))
     return params, images[train], labels[train], images[test], labels[test]
 
 
@@ -313,16 +313,16 @@ def test_frechet_distance(digits):
     assert fd_noise > 10 * max(fd_real, ref)
 
 
-def test_load_or_train_digits_classifier_caches(tmp_path, digits):
+def test_load_or_train_classifier_caches(tmp_path, digits):
     params, x_train, y_train, _, _ = digits
     # Same data and key as the fixture: the (deterministic) training reproduces the fixture's params.
-    first = metrics.load_or_train_digits_classifier(tmp_path, x_train, y_train, jax.random.key(0))
-    assert (tmp_path / metrics.DIGITS_CLASSIFIER_FILE).exists()
+    first = metrics.load_or_train_classifier(tmp_path, x_train, y_train, jax.random.key(0))
+    assert (tmp_path / metrics.CLASSIFIER_FILE).exists()
     jax.tree.map(np.testing.assert_array_equal, first, params)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         # Another key would train other params: equal params mean they came from the cache.
-        second = metrics.load_or_train_digits_classifier(tmp_path, x_train, y_train, jax.random.key(1))
+        second = metrics.load_or_train_classifier(tmp_path, x_train, y_train, jax.random.key(1))
     jax.tree.map(np.testing.assert_array_equal, second, params)
     kernels = [second["params"][layer]["kernel"].shape for layer in ("hidden_0", "hidden_1", "output")]
     assert kernels == [(64, 128), (128, 64), (64, 10)]
@@ -333,8 +333,8 @@ def cache_arrays(tmp_path_factory, digits):
     """The arrays of a valid cache of the fixture's classifier (same data, key and settings)."""
     _, x_train, y_train, _, _ = digits
     workdir = tmp_path_factory.mktemp("cache")
-    metrics.load_or_train_digits_classifier(workdir, x_train, y_train, jax.random.key(0))
-    with np.load(workdir / metrics.DIGITS_CLASSIFIER_FILE) as data:
+    metrics.load_or_train_classifier(workdir, x_train, y_train, jax.random.key(0))
+    with np.load(workdir / metrics.CLASSIFIER_FILE) as data:
         return {name: data[name] for name in data.files}
 
 
@@ -352,7 +352,7 @@ def cache_arrays(tmp_path_factory, digits):
 )
 def test_corrupt_or_stale_digits_classifier_cache_is_retrained(tmp_path, digits, cache_arrays, corruption, reason):
     params, x_train, y_train, _, _ = digits
-    path = tmp_path / metrics.DIGITS_CLASSIFIER_FILE
+    path = tmp_path / metrics.CLASSIFIER_FILE
     arrays = dict(cache_arrays)
     if corruption == "garbage":
         path.write_bytes(b"not an npz file")
@@ -369,26 +369,26 @@ def test_corrupt_or_stale_digits_classifier_cache_is_retrained(tmp_path, digits,
         elif corruption == "other_settings":  # a stale cache: trained for 5 steps
             arrays["settings"] = np.array(str(arrays["settings"]).replace('"steps": 1000', '"steps": 5'))
         else:  # another run's cache: the same classifier trained on other images
-            metrics.load_or_train_digits_classifier(tmp_path, x_train[:-1], y_train[:-1], jax.random.key(0))
+            metrics.load_or_train_classifier(tmp_path, x_train[:-1], y_train[:-1], jax.random.key(0))
             arrays = None
         if arrays is not None:
             np.savez(path, **arrays)
-    with pytest.warns(UserWarning, match=f"digits classifier cache .* is unusable .*{reason}"):
-        retrained = metrics.load_or_train_digits_classifier(tmp_path, x_train, y_train, jax.random.key(0))
+    with pytest.warns(UserWarning, match=f"classifier cache .* is unusable .*{reason}"):
+        retrained = metrics.load_or_train_classifier(tmp_path, x_train, y_train, jax.random.key(0))
     jax.tree.map(np.testing.assert_array_equal, retrained, params)
     # The rewritten cache loads without a warning (key 1 would train other params).
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        again = metrics.load_or_train_digits_classifier(tmp_path, x_train, y_train, jax.random.key(1))
+        again = metrics.load_or_train_classifier(tmp_path, x_train, y_train, jax.random.key(1))
     jax.tree.map(np.testing.assert_array_equal, again, params)
 
 
 def test_digits_classifier_errors(digits):
     params = digits[0]
     with pytest.raises(ValueError, match=r"labels \(n,\).*labels \(3,\)"):
-        metrics.train_digits_classifier(np.zeros((4, 8, 8, 1)), np.zeros(3, np.int32), jax.random.key(0))
+        metrics.train_classifier(np.zeros((4, 8, 8, 1)), np.zeros(3, np.int32), jax.random.key(0))
     with pytest.raises(TypeError, match="labels must be integers"):
-        metrics.train_digits_classifier(np.zeros((4, 8, 8, 1)), np.zeros(4), jax.random.key(0))
+        metrics.train_classifier(np.zeros((4, 8, 8, 1)), np.zeros(4), jax.random.key(0))
     with pytest.raises(ValueError, match=r"expects inputs with 64 features per example, got x of shape \(4, 28, 28"):
         metrics.inception_score(params, np.zeros((4, 28, 28, 1)))
     with pytest.raises(ValueError, match="min_count must be >= 1"):

@@ -194,7 +194,7 @@ def test_conv_kernel_init_has_lecun_scale():
 
 def test_unsupported_image_size_lists_supported():
     for make in (models.ConvGenerator, models.ConvCritic):
-        with pytest.raises(ValueError, match=r"image_size 20 is not supported.*\(8, 16, 28, 32\)"):
+        with pytest.raises(ValueError, match=r"image_size 20 is not supported.*\(8, 16, 28, 32, 64\)"):
             make(20)
 
 

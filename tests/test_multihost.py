@@ -6,6 +6,7 @@ SIGTERM to one process of two; a coordinator nobody listens on. Run alone with `
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from experiments import launch_local
-from experiments import train as train_cli
+from gan_jax import trainer
 
 pytestmark = pytest.mark.multihost
 
@@ -64,7 +65,7 @@ def _assert_same_run(a, b, exact):
     for x, y in zip(ma, mb):
         for key in x:
             np.testing.assert_allclose(x[key], y[key], rtol=0 if exact else METRIC_RTOL, err_msg=key)
-    for x, y in zip(_arrays(train_cli.restore_state(str(a))), _arrays(train_cli.restore_state(str(b)))):
+    for x, y in zip(_arrays(trainer.restore_state(str(a))), _arrays(trainer.restore_state(str(b)))):
         if exact:
             np.testing.assert_array_equal(x, y)
         else:
@@ -134,6 +135,22 @@ def test_conv_model_two_processes_match_one_process(tmp_path):
     single = _one_process(one, DIGITS)
     assert single.returncode == 0, single.stderr[-3000:]
     _assert_same_run(two, one, exact=False)
+
+
+def test_streamed_two_processes_match_one_process_and_each_reads_only_its_rows(tmp_path):
+    # data.pipeline=streamed: each process reads its own devices' rows of every batch from the records on disk.
+    streamed = [*DIGITS, "--config.data.pipeline=streamed"]
+    two, one = tmp_path / "two", tmp_path / "one"
+    result = _launch(two, streamed)
+    assert result.returncode == 0, result.stderr[-3000:]
+    single = _one_process(one, streamed)
+    assert single.returncode == 0, single.stderr[-3000:]
+    _assert_same_run(two, one, exact=False)
+    # 4 steps × U = 5 critic batches × 64 rows: 1280 records in all, half of them read by each process.
+    reads = dict(re.findall(r"process (\d+): read (\d+) records", result.stderr))
+    assert reads == {"0": "640", "1": "640"}, result.stderr[-3000:]
+    assert re.findall(r"process (\d+): read (\d+) records", single.stderr) == [("0", "1280")], single.stderr[-2000:]
+    assert json.loads((one / "summary.json").read_text())["pipeline"] == "streamed"
 
 
 def test_a_coordinator_nobody_listens_on_is_one_error_in_bounded_time(tmp_path):

@@ -18,7 +18,7 @@ from experiments.configs import common
 from gan_jax import losses, optimizers, parallel, penalties
 from gan_jax import engine as engine_lib
 from gan_jax.checkpoint import Checkpointer
-from gan_jax.data import make_source
+from gan_jax.data import Batch, make_source
 from gan_jax.registry import Registry
 
 
@@ -153,8 +153,8 @@ def test_nonfinite_batch_freezes_the_state_and_is_reported():
     updates = cfg.loss.n_critic + cfg.loss.unroll_steps
 
     def poisoned(arrays, key, index, n):  # real data turn to NaN from generator step 2 on
-        x = ring.sample(arrays, key, index, n)
-        return jnp.where(index >= 2 * updates, jnp.nan, x)
+        x = ring.sample(arrays, key, index, n).x
+        return Batch(jnp.where(index >= 2 * updates, jnp.nan, x))
 
     source = ring._replace(sample=poisoned)
     _, _, state, step = _setup(cfg, source=source)

@@ -67,7 +67,7 @@ def train_states(cfg: ml_collections.ConfigDict, seeds: Sequence[int], at_steps:
 
 
 def latents(seed: int, n: int, latent_dim: int) -> jax.Array:
-    """The fixed latents of seed `seed` (key seed + 1, as experiments/train.py samples them)."""
+    """The fixed latents of seed `seed` (key seed + 1, as gan_jax.trainer samples them)."""
     return jax.random.normal(jax.random.key(seed + 1), (n, latent_dim))
 
 

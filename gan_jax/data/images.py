@@ -1,11 +1,14 @@
-"""Image datasets as float32 arrays in [−1, 1] through tensorflow-datasets, without TensorFlow.
+"""Image datasets through tensorflow-datasets, without TensorFlow: random-access uint8 records.
 
-`load("digits")` reads scikit-learn's 8×8 digits, written once as a local tfds dataset
-(`sklearn_digits`, array_record format) into the data directory; any other name is read with tfds's
-random-access data source from a dataset the user has prepared in array_record format. Data directory:
-the `data_dir` argument, else $GAN_JAX_DATA_DIR, else $XDG_CACHE_HOME/gan_jax/tensorflow_datasets
-(~/.cache/gan_jax/tensorflow_datasets).
+`open_records(name, split, data_dir)` is the random-access source of a dataset: "digits" is scikit-learn's 8×8
+digits, written once as a local tfds dataset (`sklearn_digits`, array_record format); a name prepared from an
+image folder by `experiments.prepare_images` is read from its ArrayRecord files (gan_jax.data.folders); any
+other name is read with tfds's random-access data source from a dataset the user has prepared in array_record
+format. Data directory: the `data_dir` argument, else $GAN_JAX_DATA_DIR, else
+$XDG_CACHE_HOME/gan_jax/tensorflow_datasets (~/.cache/gan_jax/tensorflow_datasets).
 
+Pixels stay uint8 until they reach the model: `to_model_input(pixels, image_size)` (on the device, inside the
+train step, for both input pipelines) maps them to [−1, 1] and resizes. `load` is the same for a whole split.
 `batch(images, key, step, n)` draws the step-th batch of an epoch-shuffled stream: pure in (key, step).
 """
 
@@ -86,6 +89,11 @@ def prepare_command(name: str, data_dir: str) -> str:
 
 def _data_source(name: str, split: str, data_dir: str) -> Any:
     """tfds random-access source of `split`; digits are built on first use, other data must exist."""
+    from gan_jax.data import folders  # an image folder prepared by experiments.prepare_images
+
+    prepared = folders.open_records(name, data_dir, split)
+    if prepared is not None:
+        return prepared
     if name == DIGITS:
         builder = SklearnDigits(data_dir=data_dir, file_format="array_record")
         if not builder.is_prepared():
@@ -108,11 +116,58 @@ def _data_source(name: str, split: str, data_dir: str) -> Any:
         ) from err
 
 
-def _to_unit_range(pixels: np.ndarray) -> np.ndarray:
-    """x ↦ 2x / max − 1 for integer pixels in [0, max] (max = 255 for uint8)."""
-    if not np.issubdtype(pixels.dtype, np.integer):
-        raise ValueError(f"expected integer pixels, got dtype {pixels.dtype}")
-    return (pixels.astype(np.float32) * (2.0 / np.iinfo(pixels.dtype).max) - 1.0).astype(np.float32)
+def _check_image_size(image_size: Any) -> None:
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral) or image_size < 1
+    ):
+        raise ValueError(f"image_size must be None or an int >= 1, got {image_size!r}")
+
+
+def open_records(name: str = DIGITS, split: str = "train", data_dir: str | os.PathLike | None = None) -> Any:
+    """The random-access source of a split: `len(src)`, `src[i]` → {"image": uint8 (H, W[, C]), "label": int}.
+
+    Reads nothing but metadata (a streamed run reads each record when its batch needs it). Raises
+    FileNotFoundError (not prepared; the message gives the command) or ValueError (unknown name, or a dataset
+    without an "image" feature).
+    """
+    data_dir = os.path.expanduser(os.fspath(data_dir)) if data_dir else default_data_dir()
+    source = _data_source(name, split, data_dir)
+    if len(source) == 0:
+        raise ValueError(f"dataset {name!r} split {split!r} in {data_dir} holds no examples")
+    first = source[0]
+    if "image" not in first:
+        raise ValueError(f"dataset {name!r} split {split!r} needs an 'image' feature; found {sorted(first)}")
+    return source
+
+
+def record_image(record: dict[str, Any]) -> np.ndarray:
+    """The record's pixels as uint8 (H, W, C): a channel axis is added to grayscale (H, W)."""
+    pixels = np.asarray(record["image"])
+    if pixels.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got dtype {pixels.dtype}")
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def read_records(source: Any, indices: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pixels uint8 (n, H, W, C) and labels int32 (n,) (None if unlabelled) of records `indices` (default all)."""
+    indices = range(len(source)) if indices is None else indices
+    examples = [source[int(i)] for i in indices]
+    pixels = np.stack([record_image(ex) for ex in examples])
+    labels = np.asarray([ex["label"] for ex in examples], np.int32) if "label" in examples[0] else None
+    return pixels, labels
+
+
+def to_model_input(pixels: jax.Array, image_size: int | None = None) -> jax.Array:
+    """x = 2·p/255 − 1 ∈ [−1, 1] float32 for uint8 pixels p (n, H, W, C), resized to image_size² if given.
+
+    Resizing is jax.image.resize(method="linear") (bilinear, half-pixel centres), clipped to [−1, 1]. Both input
+    pipelines call this on the device, so the same records give the same numbers either way.
+    """
+    x = jnp.asarray(pixels).astype(jnp.float32) * jnp.float32(2.0 / 255.0) - jnp.float32(1.0)
+    if image_size and x.shape[-3:-1] != (image_size, image_size):
+        shape = (*x.shape[:-3], image_size, image_size, x.shape[-1])
+        x = jnp.clip(jax.image.resize(x, shape, method="linear"), -1.0, 1.0)
+    return x
 
 
 def load(
@@ -135,25 +190,11 @@ def load(
       FileNotFoundError: the dataset is not prepared in `data_dir`; the message gives the command.
       ValueError: unknown dataset name, or a dataset without "image"/"label" features.
     """
-    data_dir = os.path.expanduser(os.fspath(data_dir)) if data_dir else default_data_dir()
-    if image_size is not None and (
-        isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral) or image_size < 1
-    ):
-        raise ValueError(f"image_size must be None or an int >= 1, got {image_size!r}")
-    source = _data_source(name, split, data_dir)
-    examples = [source[i] for i in range(len(source))]
-    if not examples or not {"image", "label"} <= set(examples[0]):
-        found = sorted(examples[0]) if examples else "no examples"
-        raise ValueError(f"dataset {name!r} split {split!r} needs 'image' and 'label' features; found {found}")
-    pixels = np.stack([np.asarray(ex["image"]) for ex in examples])
-    if pixels.ndim == 3:  # (N, H, W) grayscale without a channel axis
-        pixels = pixels[..., None]
-    images = jnp.asarray(_to_unit_range(pixels))
-    if image_size is not None:
-        shape = (images.shape[0], image_size, image_size, images.shape[-1])
-        images = jnp.clip(jax.image.resize(images, shape, method="linear"), -1.0, 1.0)
-    labels = jnp.asarray(np.asarray([ex["label"] for ex in examples], np.int32))
-    return images, labels
+    _check_image_size(image_size)
+    pixels, labels = read_records(open_records(name, split, data_dir))
+    if labels is None:
+        raise ValueError(f"dataset {name!r} split {split!r} needs a 'label' feature for load(); it has none")
+    return to_model_input(pixels, image_size), jnp.asarray(labels)
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))

@@ -1,0 +1,686 @@
+"""Image folders → a local tfds dataset in array_record format that `--config.data.name=<name>` reads.
+
+    prepared = folders.prepare("photos/", "my_faces", image_size=64)   # writes <data_dir>/my_faces/
+    source = folders.open_records("my_faces")                          # len(source), source[i]["image"]
+
+Input (`src`), ImageFolder convention:
+- Labels: each first-level sub-folder of `src` is a class; class names are the sorted folder names and
+  label = index in that list. Images may sit at any depth below their class folder. A `src` without
+  sub-folders is an unlabelled dataset: its examples have an "image" feature and no "label".
+- Files directly in `src` beside class folders: an image there has no class, so `prepare` refuses with a
+  ValueError listing them; a non-image there is skipped like any other unreadable file.
+- Hidden files and folders (name starting with ".", e.g. .DS_Store, .ipynb_checkpoints) are ignored.
+- Examples are ordered by relative path, compared folder by folder (deterministic on every machine).
+- Any file Pillow opens counts (PNG, JPEG, WebP, GIF, BMP, TIFF, ...; the first frame of an animation).
+  Files Pillow cannot open or decode are skipped and listed with their reason; `strict=True` refuses instead.
+
+Pixels:
+- Channels are decided over the whole dataset: if every image is grayscale (modes 1, L, LA, I, I;16*, F)
+  the dataset has C = 1, otherwise C = 3 (RGB) and grayscale images are replicated to three channels.
+  16-bit grayscale (I;16*) is scaled by 255/65535 and rounded; I and F are clipped to 0..255 (Pillow's
+  convert). Alpha and palette transparency are dropped: pixels keep their stored colour (what
+  `Image.convert("RGB")` does, as torchvision's ImageFolder loader). CMYK, YCbCr, P, ... go through
+  `Image.convert("RGB")`. EXIF orientation is ignored.
+- Each image is centre-cropped to a square of its shorter side (offsets rounded down), then resized to
+  S×S with Pillow's LANCZOS filter (`RESAMPLE`; antialiased when shrinking, as StyleGAN's dataset_tool).
+  Without `image_size`, every image must already have the same size (S = its shorter side).
+- Stored raw: uint8 (S, S, C) as `tfds.features.Tensor(encoding=BYTES)` (one bytes field; the default
+  encoding would store every pixel as an int64 varint, ~1.5× the bytes and ~10× slower to parse), labels as
+  `tfds.features.ClassLabel(names=...)`. Read back, images are read-only NumPy views of the record.
+
+Storage, raw uint8 vs PNG bytes, both as tfds example protos in array_record files written like these
+(zstd-compressed chunks of one record), for smooth random colour gradients and blobs + Gaussian noise
+(σ = 4) RGB images; per image, best of 3 passes over 128 records, 2 shared CPU cores (Pillow 13):
+
+    size   raw on disk   PNG on disk   raw read+decode   PNG read+decode (Pillow)
+    64²     11.0 KiB       7.5 KiB         ~125 µs           ~500-660 µs
+    256²   173.5 KiB     110.5 KiB         ~400 µs           ~1.75 ms
+
+  (`python -c "from experiments.prepare_images import print_storage_comparison as p; p()"`). Raw is chosen:
+  ~1.5× the bytes of PNG, but 4-5× faster to decode (raw's time is mostly tfds's per-record parsing), no
+  image codec on the read path, and bit-exact by construction. The streamed pipeline decodes every record
+  of every batch on the host (the device pipeline every record once per run), while disk is cheap.
+
+Output layout (`<data_dir>/<name>/`, tfds's own layout plus a manifest):
+
+    <name>/1.0.0/dataset_info.json, features.json, label.labels.txt, <name>-train.array_record-0000i-of-0000n
+    <name>/gan_jax_prepared.json     # MANIFEST: shapes, classes, source, skipped files, every file's size
+
+The dataset folder is written as `<data_dir>/.<name>.incomplete-<random>/` and renamed to `<name>` as the
+very last step, so an interrupted run never leaves a folder that looks complete; the next `prepare` of the
+same name removes such leftovers of dead processes on this host. `open_records` reads only folders with
+a manifest, and checks every file against it (presence, size, record count) before opening.
+Names are lower-case snake_case and are neither gan_jax's built-in datasets nor tfds's registered names,
+so `--config.data.name=<name>` is unambiguous. No tfds builder class is defined (nothing is registered):
+the files are written with ArrayRecordWriter and tfds's DatasetInfo and read with
+`tfds.builder_from_directory`, so any number of `prepare` calls in one process never collide.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import tensorflow_datasets as tfds
+from array_record.python import array_record_module
+from PIL import Image, UnidentifiedImageError
+from tensorflow_datasets.core import dataset_info as dataset_info_lib
+from tensorflow_datasets.core import file_adapters, naming, splits
+from tqdm import tqdm
+
+from gan_jax.data import images as images_lib
+
+MANIFEST = "gan_jax_prepared.json"
+FORMAT = "gan_jax.folders"
+FORMAT_VERSION = 1
+VERSION = "1.0.0"
+SPLIT = "train"
+RESAMPLE = Image.Resampling.LANCZOS
+RESAMPLE_NAME = "LANCZOS"
+SHARD_BYTES = 256 * 2**20  # serialized examples per array_record file, at most (one example at least)
+MAX_IMAGE_SIZE = 8192
+GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_WRITER_OPTIONS = "group_size:1"  # one record per chunk: random access reads one example (as tfds writes)
+_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_INCOMPLETE = ".incomplete-"
+_REPLACED = ".replaced-"
+_OWNER = "owner.json"
+_PREPARE_CLI = "python -m experiments.prepare_images"
+
+
+class Prepared(NamedTuple):
+    """What `prepare` wrote: the dataset folder, its examples, classes, pixel shape and the skipped files."""
+
+    path: str  # <data_dir>/<name>
+    name: str
+    num_examples: int
+    class_names: tuple[str, ...]  # () for an unlabelled dataset (no "label" feature)
+    shape: tuple[int, int, int]  # (H, W, C) of every stored image, H = W = S
+    skipped: tuple[tuple[str, str], ...]  # (path relative to src, reason), sorted by path
+    num_bytes: int  # all files of the dataset folder on disk
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the examples carry a "label" (src had class sub-folders)."""
+        return bool(self.class_names)
+
+
+class _Entry(NamedTuple):
+    rel: str  # path relative to src, "/"-separated
+    path: str
+    label: int | None
+    mode: str  # Pillow mode from the header
+    size: tuple[int, int]  # (width, height) from the header
+
+
+class _Plan(NamedTuple):
+    size: int  # S
+    channels: int  # C
+
+
+def validate_name(name: Any) -> str:
+    """`name` if it can name a prepared dataset (lower-case snake_case, not built in, not a tfds name)."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"dataset name {name!r} is invalid: use lower-case snake_case (a letter, then letters, digits or "
+            "'_', at most 64 characters), e.g. 'my_faces'")
+    from gan_jax.data import toy
+
+    if name == images_lib.DIGITS or name in toy.names():
+        raise ValueError(f"dataset name {name!r} is built into gan_jax: choose another name, e.g. '{name}_folder'")
+    if name in tfds.list_builders(with_community_datasets=False):
+        raise ValueError(f"dataset name {name!r} is a tensorflow-datasets dataset: choose another name, "
+                         f"e.g. '{name}_folder', so --config.data.name is unambiguous")
+    return name
+
+
+def dataset_path(name: str, data_dir: str | os.PathLike | None = None) -> str:
+    """<data_dir>/<name>, with data_dir defaulting to `images.default_data_dir()`."""
+    return os.path.join(_data_dir(data_dir), name)
+
+
+def to_array(image: Image.Image, size: int, channels: int) -> np.ndarray:
+    """uint8 (size, size, channels): `image` converted to L or RGB, centre-cropped square, LANCZOS-resized."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        wide = np.asarray(image).astype(np.float64)
+        image = Image.fromarray(np.rint(wide * (255.0 / 65535.0)).astype(np.uint8))
+    elif image.mode in GRAYSCALE_MODES:
+        image = image.convert("L")
+    else:
+        image = image.convert("RGB")
+    if channels == 3 and image.mode == "L":
+        image = image.convert("RGB")
+    elif channels == 1 and image.mode != "L":
+        raise ValueError(f"a {image.mode} image cannot be stored with 1 channel")
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    if side != size:
+        image = image.resize((size, size), RESAMPLE)
+    pixels = np.asarray(image, dtype=np.uint8)
+    return pixels.reshape(size, size, channels)
+
+
+def prepare(
+    src: str | os.PathLike,
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    image_size: int | None = None,
+    strict: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    *,
+    max_shard_bytes: int = SHARD_BYTES,
+) -> Prepared:
+    """Writes the images under `src` as dataset `name` in `data_dir` (see the module docstring); its summary.
+
+    Args:
+      src: the image folder (class sub-folders, or images directly for an unlabelled dataset).
+      name: the dataset name `--config.data.name` will use (`validate_name`).
+      data_dir: tfds data directory; default `images.default_data_dir()`; created if missing.
+      image_size: S; images are centre-cropped and resized to S×S. None: all must share one size.
+      strict: refuse (ValueError, nothing written) when any file cannot be read, instead of skipping it.
+      overwrite: replace an existing dataset `name` written by `prepare` (never a folder it did not write).
+      progress: show tqdm bars on stderr.
+      max_shard_bytes: at most this many serialized bytes per array_record file (at least one example).
+
+    Raises:
+      ValueError: a bad argument, src, name or existing dataset; no readable image; images of different
+        sizes without image_size; strict with unreadable files. The message names the problem and the fix.
+      OSError: the file system failed while writing (disk full, ...); the unfinished folder is removed.
+    """
+    name = validate_name(name)
+    image_size = _check_image_size(image_size)
+    src = _check_src(src)
+    data_dir = _data_dir(data_dir)
+    target = os.path.join(data_dir, name)
+    _check_target(target, src, overwrite)
+    class_names, entries, skipped = _scan(src, progress)
+    if not entries:
+        raise _no_images(src, skipped)
+    _check_classes(src, class_names, entries)
+    plan = _plan(entries, image_size)
+
+    created: list[str] = []
+    try:
+        created = _make_dirs(data_dir)
+        _remove_stale(data_dir, name)
+        tmp = _make_temp(data_dir, name)
+    except OSError as err:
+        for folder in reversed(created):
+            _rmdir_quietly(folder)
+        raise ValueError(f"cannot write in --data_dir {data_dir} ({err.strerror}): choose a data directory you "
+                         "can write to") from err
+    try:
+        while True:
+            files, bad = _write_shards(tmp, name, entries, class_names, plan, progress, max_shard_bytes)
+            if not bad:
+                break
+            skipped += bad
+            failed = {rel for rel, _ in bad}
+            entries = [e for e in entries if e.rel not in failed]
+            if not entries:
+                raise _no_images(src, skipped)
+            _check_classes(src, class_names, entries)
+            if _plan(entries, image_size) == plan:
+                break
+            # The failed files alone made the dataset RGB: write the rest again as grayscale.
+            plan = _plan(entries, image_size)
+            shutil.rmtree(os.path.join(tmp, VERSION))
+        skipped.sort()
+        if strict and skipped:
+            raise ValueError(
+                f"--strict: {len(skipped)} file(s) in {src} cannot be read ({_listing(skipped)}); fix or remove "
+                "them, or drop --strict to skip them. Nothing was written.")
+        files += _write_metadata(tmp, name, src, class_names, plan, files)
+        _write_manifest(tmp, name, src, image_size, class_names, plan, files, skipped)
+        _fsync_tree(tmp)
+        _commit(tmp, target, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for folder in reversed(created):
+            _rmdir_quietly(folder)
+        raise
+    return Prepared(
+        path=target, name=name, num_examples=len(entries), class_names=tuple(class_names),
+        shape=(plan.size, plan.size, plan.channels), skipped=tuple(skipped), num_bytes=_tree_bytes(target))
+
+
+def open_records(name: str, data_dir: str | os.PathLike | None = None, split: str = SPLIT) -> Any | None:
+    """tfds's random-access source of `split` of dataset `name` if `prepare` wrote it in data_dir, else None.
+
+    `len(source)`; `source[i]` = {"image": uint8 (H, W, C), "label": int} ("label" only when labelled).
+    `split` is "train" or a tfds slice of it ("train[:90%]"). Every file listed in the manifest is checked
+    (exists, size, and for shards the record count) first: a damaged dataset raises ValueError naming the
+    file and the command that rebuilds it.
+    """
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        return None  # "digits", "mnist:3.*.*", ...: not a name `prepare` accepts
+    path = dataset_path(name, data_dir)
+    manifest = _read_manifest(path)
+    if manifest is None:
+        return None
+    _verify(path, manifest)
+    builder = tfds.builder_from_directory(os.path.join(path, manifest["version"]))
+    return builder.as_data_source(split=split)
+
+
+# --- checks ---------------------------------------------------------------------------------------------
+
+
+def _data_dir(data_dir: str | os.PathLike | None) -> str:
+    """The absolute data directory: `data_dir`, else `images.default_data_dir()`."""
+    return os.path.abspath(os.path.expanduser(os.fspath(data_dir) if data_dir else images_lib.default_data_dir()))
+
+
+def _check_image_size(image_size: Any) -> int | None:
+    if image_size is None:
+        return None
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or not (
+            1 <= image_size <= MAX_IMAGE_SIZE):
+        raise ValueError(f"image_size={image_size!r} is invalid: give an integer from 1 to {MAX_IMAGE_SIZE} "
+                         "(--image_size=64), or leave it unset when all images share one size")
+    return int(image_size)
+
+
+def _check_src(src: str | os.PathLike) -> str:
+    path = os.path.abspath(os.path.expanduser(os.fspath(src)))
+    if not os.path.exists(path):
+        raise ValueError(f"--src {path} does not exist: give the folder that holds the images "
+                         "(one sub-folder per class, or the images themselves)")
+    if not os.path.isdir(path):
+        raise ValueError(f"--src {path} is a file, not a folder: give the folder that holds the images "
+                         "(e.g. its parent folder)")
+    return path
+
+
+def _check_target(target: str, src: str, overwrite: bool) -> None:
+    """Refuses a data_dir that is a file, an existing dataset without overwrite, and folders not ours."""
+    data_dir = os.path.dirname(target)
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise ValueError(f"--data_dir {data_dir} is a file, not a folder: choose another data directory")
+    if os.path.commonpath([target, src]) == target:
+        raise ValueError(f"--src {src} lies inside the dataset folder {target}: move the images elsewhere or "
+                         "choose another --name")
+    if not os.path.lexists(target):
+        return
+    if not os.path.isdir(target):
+        raise ValueError(f"{target} exists and is a file: choose another --name, or move the file away")
+    if os.path.isfile(os.path.join(target, MANIFEST)):
+        if not overwrite:
+            raise ValueError(f"dataset {os.path.basename(target)!r} already exists at {target}: pass --overwrite "
+                             "(overwrite=True) to replace it, or choose another --name")
+        return
+    if os.listdir(target):
+        raise ValueError(
+            f"{target} exists and was not written by prepare_images (it has no {MANIFEST}; perhaps a "
+            "tensorflow-datasets download): choose another --name, or move that folder away yourself")
+
+
+def _check_classes(src: str, class_names: Sequence[str], entries: Sequence[_Entry]) -> None:
+    """Refuses class folders without a readable image (their label would never occur)."""
+    counts = np.bincount([e.label for e in entries], minlength=len(class_names)) if class_names else []
+    empty = [class_names[i] for i, count in enumerate(counts) if count == 0]
+    if empty:
+        raise ValueError(f"class folder(s) {', '.join(map(repr, empty))} in {src} hold no readable image: "
+                         "add images to them or remove them")
+
+
+def _no_images(src: str, skipped: Sequence[tuple[str, str]]) -> ValueError:
+    if not skipped:
+        return ValueError(f"--src {src} is empty: put the images in it (one sub-folder per class, or the images "
+                          "directly for an unlabelled dataset)")
+    return ValueError(f"--src {src} holds no image Pillow can read ({len(skipped)} file(s) skipped: "
+                      f"{_listing(skipped)}): point --src at the folder of images")
+
+
+def _listing(skipped: Sequence[tuple[str, str]], limit: int = 5) -> str:
+    shown = "; ".join(f"{rel}: {reason}" for rel, reason in skipped[:limit])
+    return shown + (f"; ... and {len(skipped) - limit} more" if len(skipped) > limit else "")
+
+
+# --- scanning -------------------------------------------------------------------------------------------
+
+
+def _visible(names: Iterable[str]) -> list[str]:
+    return sorted(n for n in names if not n.startswith("."))
+
+
+def _scan(src: str, progress: bool) -> tuple[list[str], list[_Entry], list[tuple[str, str]]]:
+    """Class names, the files Pillow opens (mode and size from their headers) and those it cannot open."""
+    top = _visible(os.listdir(src))
+    class_names = [n for n in top if os.path.isdir(os.path.join(src, n))]
+    for n in class_names:
+        if n != n.strip() or "\n" in n or "\r" in n:
+            raise ValueError(f"class folder {n!r} in {src} has leading/trailing spaces or a line break, which "
+                             "tfds's label file cannot keep: rename it")
+    loose = [n for n in top if n not in class_names]
+    files: list[tuple[str, int | None]] = [(n, None) for n in loose]
+    for label, class_name in enumerate(class_names):
+        for folder, dirs, names in os.walk(os.path.join(src, class_name)):
+            dirs[:] = _visible(dirs)
+            rel_folder = os.path.relpath(folder, src).replace(os.sep, "/")
+            files += [(f"{rel_folder}/{n}", label) for n in _visible(names)]
+    files.sort(key=lambda item: item[0].split("/"))
+
+    entries, skipped, loose_images = [], [], []
+    for rel, label in tqdm(files, desc="scan", unit="file", disable=not progress, leave=False):
+        path = os.path.join(src, *rel.split("/"))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(path) as image:
+                    mode, size = image.mode, image.size
+        except UnidentifiedImageError:
+            skipped.append((rel, "not an image Pillow can read"))
+            continue
+        except Exception as err:  # any failure of a Pillow plugin on a bad file
+            skipped.append((rel, f"cannot open: {type(err).__name__}: {err}"))
+            continue
+        if class_names and label is None:
+            loose_images.append(rel)
+        else:
+            entries.append(_Entry(rel, path, label, mode, size))
+    if loose_images:
+        raise ValueError(
+            f"--src {src} has {len(loose_images)} image(s) directly in it beside its class folders "
+            f"({', '.join(loose_images[:5])}{', ...' if len(loose_images) > 5 else ''}), which would have no "
+            "label: move them into a class folder, or all images into one folder for an unlabelled dataset")
+    return class_names, entries, skipped
+
+
+def _plan(entries: Sequence[_Entry], image_size: int | None) -> _Plan:
+    """S and C from the headers: C = 1 when every image is grayscale; S = image_size or the common size."""
+    channels = 1 if all(e.mode in GRAYSCALE_MODES for e in entries) else 3
+    if image_size is not None:
+        return _Plan(image_size, channels)
+    by_size: dict[tuple[int, int], str] = {}
+    for e in entries:
+        by_size.setdefault(e.size, e.rel)
+    if len(by_size) > 1:
+        examples = ", ".join(f"{w}x{h} ({rel})" for (w, h), rel in list(by_size.items())[:3])
+        raise ValueError(f"the images have {len(by_size)} different sizes, e.g. {examples}: pass --image_size=S "
+                         "(image_size=S) to centre-crop and resize them all to SxS")
+    (width, height), = by_size
+    return _Plan(min(width, height), channels)
+
+
+# --- writing --------------------------------------------------------------------------------------------
+
+
+def _features(class_names: Sequence[str], plan: _Plan) -> tfds.features.FeaturesDict:
+    features: dict[str, Any] = {
+        "image": tfds.features.Tensor(shape=(plan.size, plan.size, plan.channels), dtype=np.uint8,
+                                      encoding=tfds.features.Encoding.BYTES)}
+    if class_names:
+        features["label"] = tfds.features.ClassLabel(names=list(class_names))
+    return tfds.features.FeaturesDict(features)
+
+
+def _template(version_dir: str, name: str) -> naming.ShardedFileTemplate:
+    return naming.ShardedFileTemplate(
+        data_dir=version_dir, template=naming.DEFAULT_FILENAME_TEMPLATE, dataset_name=name, split=SPLIT,
+        filetype_suffix=file_adapters.FileFormat.ARRAY_RECORD.file_suffix)
+
+
+def _decode(path: str, plan: _Plan) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # palette transparency, EXIF and large-image notes
+        with Image.open(path) as image:
+            image.load()
+            return to_array(image, plan.size, plan.channels)
+
+
+def _write_shards(tmp: str, name: str, entries: Sequence[_Entry], class_names: Sequence[str], plan: _Plan,
+                  progress: bool, max_shard_bytes: int) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Writes the examples into <tmp>/<VERSION>/ shards; ({file, num_records, num_bytes} per shard, failures)."""
+    version_dir = os.path.join(tmp, VERSION)
+    os.makedirs(version_dir)
+    features = _features(class_names, plan)
+    parts: list[tuple[str, int]] = []
+    bad: list[tuple[str, str]] = []
+    writer, count, written_bytes = None, 0, 0
+    bar = tqdm(total=len(entries), desc="write", unit="img", disable=not progress, leave=False)
+    try:
+        for entry in entries:
+            bar.update(1)
+            try:
+                pixels = _decode(entry.path, plan)
+            except Exception as err:  # a truncated or otherwise broken file whose header was fine
+                bad.append((entry.rel, f"cannot decode: {type(err).__name__}: {err}"))
+                continue
+            example = {"image": pixels} if entry.label is None else {"image": pixels, "label": entry.label}
+            record = features.serialize_example(example)
+            if writer is None or (count and written_bytes + len(record) > max_shard_bytes):
+                if writer is not None:
+                    writer.close()
+                    parts[-1] = (parts[-1][0], count)
+                parts.append((os.path.join(version_dir, f"part-{len(parts):05d}.tmp"), 0))
+                writer = array_record_module.ArrayRecordWriter(parts[-1][0], _WRITER_OPTIONS)
+                count, written_bytes = 0, 0
+            writer.write(record)
+            count, written_bytes = count + 1, written_bytes + len(record)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    if parts:
+        parts[-1] = (parts[-1][0], count)
+    template = _template(version_dir, name)
+    files = []
+    for index, (part, records) in enumerate(parts):
+        final = os.fspath(template.sharded_filepath(shard_index=index, num_shards=len(parts)))
+        os.rename(part, final)
+        files.append({"file": os.path.relpath(final, tmp), "num_records": records,
+                      "num_bytes": os.path.getsize(final)})
+    return files, bad
+
+
+def _write_metadata(tmp: str, name: str, src: str, class_names: Sequence[str], plan: _Plan,
+                    shards: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """tfds's dataset_info.json, features.json (and label names) beside the shards; their file entries."""
+    version_dir = os.path.join(tmp, VERSION)
+    identity = dataset_info_lib.DatasetIdentity(
+        name=name, version=tfds.core.Version(VERSION), data_dir=version_dir, module_name="")
+    info = tfds.core.DatasetInfo(
+        builder=identity, features=_features(class_names, plan),
+        description=(f"Images from {src}, centre-cropped and resized to {plan.size}x{plan.size} with Pillow "
+                     f"{RESAMPLE_NAME}, {plan.channels} channel(s), by gan_jax's prepare_images."),
+        supervised_keys=("image", "label") if class_names else None,
+        disable_shuffling=True)
+    info.set_file_format(file_adapters.FileFormat.ARRAY_RECORD)
+    info.set_splits(splits.SplitDict([splits.SplitInfo(
+        name=SPLIT, shard_lengths=[s["num_records"] for s in shards],
+        num_bytes=sum(s["num_bytes"] for s in shards), filename_template=_template(version_dir, name))]))
+    before = set(os.listdir(version_dir))
+    info.write_to_directory(version_dir)
+    return [{"file": os.path.join(VERSION, f), "num_bytes": os.path.getsize(os.path.join(version_dir, f))}
+            for f in sorted(set(os.listdir(version_dir)) - before)]
+
+
+def _write_manifest(tmp: str, name: str, src: str, image_size: int | None, class_names: Sequence[str],
+                    plan: _Plan, files: Sequence[dict[str, Any]], skipped: Sequence[tuple[str, str]]) -> None:
+    from gan_jax import __version__
+
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "version": VERSION, "split": SPLIT,
+        "num_examples": sum(f.get("num_records", 0) for f in files),
+        "shape": [plan.size, plan.size, plan.channels], "class_names": list(class_names),
+        "src": src, "image_size": image_size, "resample": RESAMPLE_NAME,
+        "created": datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(timespec="seconds"),
+        "created_by": f"gan_jax {__version__}", "files": list(files),
+        "skipped": [{"file": rel, "reason": reason} for rel, reason in skipped],
+    }
+    with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+# --- atomic commit and leftovers --------------------------------------------------------------------------
+
+
+def _make_dirs(path: str) -> list[str]:
+    """Creates `path` and its missing parents; the folders created, outermost first."""
+    missing = []
+    while not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    created: list[str] = []
+    try:
+        for folder in reversed(missing):
+            os.mkdir(folder)
+            created.append(folder)
+    except OSError:
+        for folder in reversed(created):
+            _rmdir_quietly(folder)
+        raise
+    return created
+
+
+def _rmdir_quietly(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def _make_temp(data_dir: str, name: str) -> str:
+    """<data_dir>/.<name>.incomplete-<random>/ with an owner file naming this process and host."""
+    tmp = os.path.join(data_dir, f".{name}{_INCOMPLETE}{secrets.token_hex(4)}")
+    os.mkdir(tmp)
+    with open(os.path.join(tmp, _OWNER), "w") as f:
+        json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+    return tmp
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale(data_dir: str, name: str) -> None:
+    """Removes .<name>.incomplete-* folders left by dead processes of this host (killed prepare runs)."""
+    prefix = f".{name}{_INCOMPLETE}"
+    for entry in os.listdir(data_dir):
+        if not entry.startswith(prefix):
+            continue
+        folder = os.path.join(data_dir, entry)
+        try:
+            with open(os.path.join(folder, _OWNER)) as f:
+                owner = json.load(f)
+            stale = owner["host"] == socket.gethostname() and not _pid_alive(int(owner["pid"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not ours to judge: left alone, and never read as a dataset
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _fsync_tree(root: str) -> None:
+    """Flushes every file and folder under `root` to disk, so the rename publishes complete files."""
+    for folder, _, names in os.walk(root):
+        for path in [os.path.join(folder, n) for n in names] + [folder]:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _commit(tmp: str, target: str, overwrite: bool) -> None:
+    """Renames the finished `tmp` folder to `target`; an existing dataset is set aside first (overwrite)."""
+    os.remove(os.path.join(tmp, _OWNER))
+    old = None
+    if os.path.lexists(target) and os.path.isfile(os.path.join(target, MANIFEST)):
+        if not overwrite:  # appeared while this run was writing
+            raise ValueError(f"dataset {os.path.basename(target)!r} appeared at {target} while preparing: pass "
+                             "--overwrite (overwrite=True) to replace it")
+        old = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}{_REPLACED}{secrets.token_hex(4)}")
+        os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except OSError as err:
+        if old is not None:
+            os.rename(old, target)
+        raise ValueError(f"cannot move the finished dataset to {target} ({err.strerror}): move that path away "
+                         "and rerun") from err
+    fd = os.open(os.path.dirname(target), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --- reading --------------------------------------------------------------------------------------------
+
+
+def _tree_bytes(root: str) -> int:
+    return sum(os.path.getsize(os.path.join(folder, n)) for folder, _, names in os.walk(root) for n in names)
+
+
+def _rebuild_hint(path: str, manifest: dict[str, Any] | None) -> str:
+    name, data_dir = os.path.basename(path), os.path.dirname(path)
+    src = (manifest or {}).get("src", "<image folder>")
+    return f"rerun `{_PREPARE_CLI} --src={src} --name={name} --data_dir={data_dir} --overwrite`"
+
+
+def _read_manifest(path: str) -> dict[str, Any] | None:
+    """The manifest of dataset folder `path`; None when there is none (not written by `prepare`)."""
+    manifest_path = os.path.join(path, MANIFEST)
+    if not os.path.isfile(manifest_path):
+        return None
+    try:
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = json.load(f)
+        if manifest.get("format") != FORMAT:
+            raise ValueError(f"format {manifest.get('format')!r} is not {FORMAT!r}")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"format_version {manifest.get('format_version')!r} is not {FORMAT_VERSION}")
+        for item in manifest["files"]:
+            if not isinstance(item["file"], str) or not isinstance(item["num_bytes"], int):
+                raise TypeError(f"file entry {item!r} lacks a path or a byte count")
+        if not isinstance(manifest["version"], str):
+            raise TypeError(f"version {manifest['version']!r} is not a string")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{manifest_path} is damaged ({type(err).__name__}: {err}): "
+                         f"{_rebuild_hint(path, None)}") from None
+    return manifest
+
+
+def _verify(path: str, manifest: dict[str, Any]) -> None:
+    """ValueError naming the first file of the manifest that is missing, resized or short of records."""
+    for item in manifest["files"]:
+        file = os.path.join(path, item["file"])
+        problem = None
+        if not os.path.isfile(file):
+            problem = "is missing"
+        elif os.path.getsize(file) != item["num_bytes"]:
+            problem = f"has {os.path.getsize(file)} bytes, not the {item['num_bytes']} written (truncated or changed)"
+        elif "num_records" in item:
+            reader = array_record_module.ArrayRecordReader(file)
+            try:
+                records = reader.num_records()
+            finally:
+                reader.close()
+            if records != item["num_records"]:
+                problem = f"holds {records} records, not the {item['num_records']} written"
+        if problem:
+            raise ValueError(f"dataset {manifest['name']!r}: {file} {problem}; the dataset is damaged: "
+                             f"{_rebuild_hint(path, manifest)}")
