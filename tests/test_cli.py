@@ -179,11 +179,18 @@ def test_a_damaged_metrics_file_is_named_and_nothing_is_written(tmp_path):
     assert "nothing was written" in line.lower()
     assert _tree_hash(tmp_path) == before
 
-def test_sigterm_saves_the_current_step_and_resume_is_bitwise(tmp_path):
+DIGITS_STREAMED = dict(config=os.path.join(REPO, "experiments", "configs", "digits_wgan_gp.py") + ":smoke",
+                       extra=("--config.data.pipeline=streamed", "--config.train.eval_samples=100"))
+
+
+@pytest.mark.parametrize("data", [dict(config=CONFIG + ":smoke", extra=()), DIGITS_STREAMED],
+                         ids=["ring8_device", "digits_streamed"])
+def test_sigterm_saves_the_current_step_and_resume_is_bitwise(tmp_path, data):
     workdir = tmp_path / "preempted"
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    run = lambda path, *flags, **kw: _run(path, *flags, *data["extra"], config=data["config"], **kw)
     proc = subprocess.Popen(_command(workdir, "--config.train.steps=100000", "--config.train.checkpoint_every=100000",
-                                     "--config.train.sample_every=0"),
+                                     "--config.train.sample_every=0", *data["extra"], config=data["config"]),
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = workdir / "metrics.jsonl"
     deadline = time.monotonic() + 300
@@ -200,12 +207,12 @@ def test_sigterm_saves_the_current_step_and_resume_is_bitwise(tmp_path):
     assert int(step) >= 10 and int(step) % 5 == 0, "a checkpoint at the step where it stopped"
 
     target = int(step) + 10
-    resumed = _run(workdir, f"--config.train.steps={target}", "--config.train.checkpoint_every=100000",
-                   "--config.train.sample_every=0", env=env)
+    resumed = run(workdir, f"--config.train.steps={target}", "--config.train.checkpoint_every=100000",
+                  "--config.train.sample_every=0", env=env)
     assert resumed.returncode == 0, resumed.stderr
     reference = tmp_path / "reference"
-    uninterrupted = _run(reference, f"--config.train.steps={target}", "--config.train.checkpoint_every=100000",
-                         "--config.train.sample_every=0", env=env)
+    uninterrupted = run(reference, f"--config.train.steps={target}", "--config.train.checkpoint_every=100000",
+                        "--config.train.sample_every=0", env=env)
     assert uninterrupted.returncode == 0, uninterrupted.stderr
     as_numpy = lambda x: np.asarray(
         jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
