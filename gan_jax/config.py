@@ -16,6 +16,9 @@ from gan_jax.parallel import CPU_MATMULS, DEFAULT_CPU_MATMULS
 
 T = TypeVar("T")
 
+PIPELINES = ("auto", "device", "streamed")  # data.pipeline (gan_jax.data)
+FAKE_LABELS = ("uniform", "data")  # data.fake_labels: uniform over the classes, or the data's label frequencies
+
 # Fields whose change alters the shape of the saved state: resuming across a change of any of them fails.
 STRUCTURAL_KEYS = (
     "data.name",
@@ -178,9 +181,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         if t.get(field, 0) < 0:
             _fail(f"train.{field}", t[field], "must be >= 0 (0 = only at the end)")
     d = cfg.data
-    if d.get("pipeline", "auto") not in ("auto", "device", "streamed"):
-        _fail("data.pipeline", d.pipeline, "must be one of auto, device, streamed")
-    if d.get("fake_labels", "uniform") not in ("uniform", "data"):
+    if d.get("pipeline", "auto") not in PIPELINES:
+        _fail("data.pipeline", d.pipeline, f"must be one of {', '.join(PIPELINES)}")
+    if d.get("fake_labels", "uniform") not in FAKE_LABELS:
         _fail("data.fake_labels", d.fake_labels, "must be 'uniform' or 'data' (the data's label frequencies)")
     finite_at_least("data.device_budget_mb", d.get("device_budget_mb", 0), 0, "must be a finite number >= 0")
     for field in ("read_threads", "prefetch"):
@@ -220,6 +223,13 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             _fail(field, value, "must be a number, not NaN")
 
 
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as {"dotted.key": value}."""
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: tree}
+
+
 def with_defaults(saved: dict) -> dict:
     """A saved config dict with the fields it lacks (added to `base_config` after it was written) at their
     defaults, so that a run written before a field existed reads as having had the default value."""
@@ -238,14 +248,6 @@ def structural_differences(saved: dict, current: dict) -> list[str]:
     """Dotted keys under STRUCTURAL_KEYS whose values differ between two config dicts, as 'key: old -> new'
     (fields the saved config predates count at their defaults: `with_defaults`)."""
     saved = with_defaults(saved)
-
-    def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(d, dict):
-            out = {}
-            for k, v in d.items():
-                out.update(flatten(v, f"{prefix}{k}."))
-            return out
-        return {prefix[:-1]: d}
 
     old, new = flatten(saved), flatten(current)
     keys = sorted(k for k in set(old) | set(new)

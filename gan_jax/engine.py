@@ -56,7 +56,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gan_jax import config as config_lib
 from gan_jax import losses, models, penalties
-from gan_jax.data import Batch, DataSource
+from gan_jax.data import DataSource
 from gan_jax.optimizers import make_optimizer
 from gan_jax.parallel import DATA_AXIS, DEFAULT_CPU_MATMULS, check_batch_divisible, compiler_options, replicated
 

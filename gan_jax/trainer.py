@@ -30,7 +30,7 @@ from gan_jax import checkpoint
 from gan_jax import config as config_lib
 from gan_jax import engine as engine_lib
 from gan_jax import metrics as metrics_lib
-from gan_jax import parallel, plotting
+from gan_jax import parallel, plotting, run_records
 from gan_jax import workdir as workdir_lib
 from gan_jax.data import Batch, DataSource, make_source, pipeline, toy
 
@@ -93,45 +93,6 @@ class _StopRequest:
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-class _MetricsLog:
-    """metrics.jsonl plus TensorBoard events; on resume, entries after the restored step are dropped."""
-
-    def __init__(self, workdir: str, resume_step: int):
-        from tensorboardX import SummaryWriter
-
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        if os.path.exists(self.path):
-            kept = [line for line in self._read_lines() if json.loads(line)["step"] <= resume_step]
-            with open(self.path, "w") as f:
-                f.writelines(kept)
-        self._file = open(self.path, "a")
-        self._tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=resume_step + 1)
-
-    def _read_lines(self) -> list[str]:
-        """The file's lines, each checked to be a JSON object with a step; ValueError naming the line."""
-        with open(self.path) as f:
-            lines = [line if line.endswith("\n") else line + "\n" for line in f if line.strip()]
-        for number, line in enumerate(lines, 1):
-            try:
-                if not isinstance(json.loads(line)["step"], int):
-                    raise TypeError("step is not an integer")
-            except (ValueError, KeyError, TypeError) as err:
-                raise ValueError(
-                    f"{self.path} line {number} is not a metrics entry ({type(err).__name__}: {err}); "
-                    "repair or remove that line, or move the file away, and rerun. Nothing was written.") from None
-        return lines
-
-    def write(self, step: int, values: dict[str, float]) -> None:
-        self._file.write(json.dumps({"step": step, **values}) + "\n")
-        self._file.flush()
-        for name, value in values.items():
-            self._tb.add_scalar(name, value, step)
-
-    def close(self) -> None:
-        self._file.close()
-        self._tb.close()
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -222,18 +183,13 @@ def _build(cfg: ml_collections.ConfigDict, mesh) -> tuple[DataSource, engine_lib
     return source, engine, state
 
 
-def _read_config(workdir: str) -> ml_collections.ConfigDict:
-    with open(os.path.join(workdir, "config.json")) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
 def restore_state(workdir: str, cfg: ml_collections.ConfigDict | None = None) -> engine_lib.TrainState:
     """The newest valid `TrainState` saved in `workdir`, read-only: safe beside a live run, writes nothing.
 
     The config comes from `workdir/config.json` by default. Raises checkpoint.NoValidCheckpointError when the
     workdir holds no committed, valid step.
     """
-    cfg = _read_config(workdir) if cfg is None else cfg
+    cfg = run_records.read_config(workdir) if cfg is None else cfg
     data_cfg = cfg.data.copy_and_resolve_references()
     if data_cfg.name not in toy.names():
         data_cfg.pipeline = "streamed"  # only the records' metadata is read
@@ -241,69 +197,6 @@ def restore_state(workdir: str, cfg: ml_collections.ConfigDict | None = None) ->
     engine = engine_lib.make_engine(cfg, source.shape)
     like = jax.eval_shape(lambda: engine_lib.create_state(cfg, engine, source.shape))
     return checkpoint.restore_readonly(workdir, like, cfg)[1]
-
-
-# Settings that change when and where things are written or how data reach the step, not the numbers the run
-# computes.
-_BOOKKEEPING = ("train.steps", "train.log_every", "train.checkpoint_every", "train.sample_every",
-                "train.eval_every", "train.max_to_keep", "train.eval_samples", "parallel.", "data.pipeline",
-                "data.device_budget_mb", "data.read_threads", "data.prefetch")
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
-    return {prefix[:-1]: tree}
-
-
-def _report_config_changes(workdir: str, cfg: ml_collections.ConfigDict, start: int) -> None:
-    """Lists on stderr every setting that differs from the previous segment's config.json."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        old = _flatten(config_lib.with_defaults(json.load(f)))  # fields it predates at their defaults
-        new = _flatten(json.loads(cfg.to_json()))  # tuples as JSON lists
-    changed = sorted(k for k in set(old) | set(new) if old.get(k, "<absent>") != new.get(k, "<absent>"))
-    if changed:
-        print("resuming with changed settings (each segment's config is kept in config_history/): " + "; ".join(
-            f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}" for k in changed), file=sys.stderr)
-    if any(not k.startswith(_BOOKKEEPING) for k in changed):
-        print(f"note: from step {start} this run is no longer bit for bit the run of either config alone.",
-              file=sys.stderr)
-    if "seed" in changed:
-        print(f"note: seed {old.get('seed')} -> {new.get('seed')}: training continues the checkpoint's random "
-              "stream (the old seed's); the new seed only draws the evaluation samples.", file=sys.stderr)
-    if start >= cfg.train.steps:
-        print(f"note: the checkpoint is at step {start} >= train.steps={cfg.train.steps}: nothing will train; "
-              "raise --config.train.steps to continue.", file=sys.stderr)
-
-
-def _save_config(workdir: str, cfg: ml_collections.ConfigDict, start: int) -> None:
-    """config.json (this segment's) and config_history/<start step>.json (every segment's)."""
-    text = cfg.to_json(indent=2)
-    os.makedirs(os.path.join(workdir, "config_history"), exist_ok=True)
-    for path in (os.path.join(workdir, "config_history", f"{start}.json"), os.path.join(workdir, "config.json")):
-        with open(path, "w") as f:
-            f.write(text)
-
-
-def _refuse_structural_changes(workdir: str, cfg: ml_collections.ConfigDict) -> None:
-    """IncompatibleCheckpointError, before anything is written or locked, when the workdir's last config.json
-    differs from `cfg` in a field that shapes the saved state (the checkpoint restore checks it again)."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
-        return
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (OSError, ValueError):
-        return  # not ours to judge here: the workdir checks and the checkpoint restore report it
-    diffs = config_lib.structural_differences(saved, json.loads(cfg.to_json()))
-    if diffs:
-        raise checkpoint.IncompatibleCheckpointError(
-            f"{os.path.abspath(workdir)} holds a run of a differently shaped config: {'; '.join(diffs)}. Resume "
-            "with the original values, or start the new config in a fresh --workdir. Nothing was changed on disk.")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -405,7 +298,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *, progress
     mesh = parallel.make_mesh(cfg.parallel.num_devices)
     parallel.check_batch_divisible(cfg.data.batch_size, mesh)
     source, engine, state = _build(cfg, mesh)
-    _refuse_structural_changes(workdir, cfg)
+    run_records.refuse_structural_changes(workdir, cfg)
     workdir = workdir_lib.prepare(workdir)  # refuses a file, a foreign folder, ... before writing anything
     with workdir_lib.acquire(workdir) as lock:  # one run per workdir; the kernel frees it if this process dies
         checkpointer = checkpoint.Checkpointer(workdir, cfg, lock=lock)
@@ -450,13 +343,13 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, checkpointer: checkpoin
     if restored is not None:
         state = parallel.replicate(restored, mesh)
     start = int(state.step)
-    log = _MetricsLog(workdir, start) if writer else None
+    log = run_records.MetricsLog(workdir, start) if writer else None
     if writer:
         print(_describe_data(source), file=sys.stderr)
         if start:
             print(f"resuming from checkpoint step {start} in {checkpointer.directory}", file=sys.stderr)
-            _report_config_changes(workdir, cfg, start)
-        _save_config(workdir, cfg, start)
+            run_records.report_config_changes(workdir, cfg, start)
+        run_records.save_config(workdir, cfg, start)
         os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
 
     calls = schedule(start, cfg.train.steps, cfg.train.steps_per_call)

@@ -128,24 +128,25 @@ def test_sigterm_to_one_process_saves_the_same_step_everywhere_and_resume_is_bit
     _assert_same_run(reference, tmp_path, exact=True)
 
 
-def test_conv_model_two_processes_match_one_process(tmp_path):
+def _two_processes_and_one(tmp_path, args):
+    """2 processes × 2 devices and 1 × 4 on `args`, checked to be the same run; (launcher result, one's result)."""
     two, one = tmp_path / "two", tmp_path / "one"
-    result = _launch(two, DIGITS)
+    result = _launch(two, args)
     assert result.returncode == 0, result.stderr[-3000:]
-    single = _one_process(one, DIGITS)
+    single = _one_process(one, args)
     assert single.returncode == 0, single.stderr[-3000:]
     _assert_same_run(two, one, exact=False)
+    return result, single
+
+
+def test_conv_model_two_processes_match_one_process(tmp_path):
+    _two_processes_and_one(tmp_path, DIGITS)
 
 
 def test_streamed_two_processes_match_one_process_and_each_reads_only_its_rows(tmp_path):
     # data.pipeline=streamed: each process reads its own devices' rows of every batch from the records on disk.
-    streamed = [*DIGITS, "--config.data.pipeline=streamed"]
-    two, one = tmp_path / "two", tmp_path / "one"
-    result = _launch(two, streamed)
-    assert result.returncode == 0, result.stderr[-3000:]
-    single = _one_process(one, streamed)
-    assert single.returncode == 0, single.stderr[-3000:]
-    _assert_same_run(two, one, exact=False)
+    result, single = _two_processes_and_one(tmp_path, [*DIGITS, "--config.data.pipeline=streamed"])
+    one = tmp_path / "one"
     # 4 steps × U = 5 critic batches × 64 rows: 1280 records in all, half of them read by each process.
     reads = dict(re.findall(r"process (\d+): read (\d+) records", result.stderr))
     assert reads == {"0": "640", "1": "640"}, result.stderr[-3000:]

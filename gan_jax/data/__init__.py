@@ -21,11 +21,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from gan_jax.config import PIPELINES
 from gan_jax.data import images, toy
-from gan_jax.registry import Registry
-
-PIPELINES = ("auto", "device", "streamed")
-FAKE_LABELS = Registry("fake label distribution", {"uniform": "uniform", "data": "data"})
 
 
 class Batch(NamedTuple):
@@ -94,14 +91,19 @@ def choose_pipeline(data_cfg: ml_collections.ConfigDict, records: Any) -> str:
     return "device" if device_bytes(records) <= float(data_cfg.device_budget_mb) * 2**20 else "streamed"
 
 
+def _all_labels(records: Any, labels: Optional[np.ndarray]) -> np.ndarray:
+    """Every record's label: `labels` when the records were read, else one pass over the records."""
+    if labels is not None:
+        return labels
+    return np.asarray([records[i]["label"] for i in range(len(records))], np.int64)
+
+
 def _num_classes(records: Any, labels: Optional[np.ndarray]) -> int:
     """Classes of labelled records: the label feature's num_classes (tfds metadata), else max label + 1."""
     info = getattr(records, "dataset_info", None)
     if info is not None and "label" in info.features and getattr(info.features["label"], "num_classes", None):
         return int(info.features["label"].num_classes)
-    if labels is None:
-        labels = np.asarray([records[i]["label"] for i in range(len(records))])
-    return int(labels.max()) + 1
+    return int(_all_labels(records, labels).max()) + 1
 
 
 def make_source(data_cfg: ml_collections.ConfigDict) -> DataSource:
@@ -130,12 +132,8 @@ def make_source(data_cfg: ml_collections.ConfigDict) -> DataSource:
         arrays = Batch(jnp.asarray(pixels), None if labels is None else jnp.asarray(labels))
     num_classes = _num_classes(records, labels) if labelled else 0
     frequencies = None
-    if labelled and FAKE_LABELS.get(data_cfg.get("fake_labels", "uniform")) == "data":
-        if labels is None:  # streamed: one pass over the labels
-            labels_all = np.asarray([records[i]["label"] for i in range(len(records))], np.int64)
-        else:
-            labels_all = labels
-        frequencies = np.bincount(labels_all, minlength=num_classes) / len(labels_all)
+    if labelled and data_cfg.get("fake_labels", "uniform") == "data":
+        frequencies = np.bincount(_all_labels(records, labels), minlength=num_classes) / len(records)
     return DataSource(
         name=data_cfg.name, shape=shape, arrays=arrays,
         sample=images.batch if pipeline == "device" else None,

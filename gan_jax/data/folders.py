@@ -58,13 +58,9 @@ the files are written with ArrayRecordWriter and tfds's DatasetInfo and read wit
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import re
-import secrets
 import shutil
-import socket
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -78,10 +74,8 @@ from tensorflow_datasets.core import file_adapters, naming, splits
 from tqdm import tqdm
 
 from gan_jax.data import images as images_lib
+from gan_jax.data import manifest, publish
 
-MANIFEST = "gan_jax_prepared.json"
-FORMAT = "gan_jax.folders"
-FORMAT_VERSION = 1
 VERSION = "1.0.0"
 SPLIT = "train"
 RESAMPLE = Image.Resampling.LANCZOS
@@ -92,10 +86,6 @@ GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B"
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _WRITER_OPTIONS = "group_size:1"  # one record per chunk: random access reads one example (as tfds writes)
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
-_INCOMPLETE = ".incomplete-"
-_REPLACED = ".replaced-"
-_OWNER = "owner.json"
-_PREPARE_CLI = "python -m experiments.prepare_images"
 
 
 class Prepared(NamedTuple):
@@ -214,12 +204,12 @@ def prepare(
 
     created: list[str] = []
     try:
-        created = _make_dirs(data_dir)
-        _remove_stale(data_dir, name)
-        tmp = _make_temp(data_dir, name)
+        created = publish.make_dirs(data_dir)
+        publish.remove_stale(data_dir, name)
+        tmp = publish.make_temp(data_dir, name)
     except OSError as err:
         for folder in reversed(created):
-            _rmdir_quietly(folder)
+            publish.rmdir_quietly(folder)
         raise ValueError(f"cannot write in --data_dir {data_dir} ({err.strerror}): choose a data directory you "
                          "can write to") from err
     try:
@@ -244,17 +234,19 @@ def prepare(
                 f"--strict: {len(skipped)} file(s) in {src} cannot be read ({_listing(skipped)}); fix or remove "
                 "them, or drop --strict to skip them. Nothing was written.")
         files += _write_metadata(tmp, name, src, class_names, plan, files)
-        _write_manifest(tmp, name, src, image_size, class_names, plan, files, skipped)
-        _fsync_tree(tmp)
-        _commit(tmp, target, overwrite)
+        manifest.write(tmp, dict(name=name, version=VERSION, split=SPLIT, shape=[plan.size, plan.size, plan.channels],
+                                 class_names=list(class_names), src=src, image_size=image_size,
+                                 resample=RESAMPLE_NAME), files, skipped)
+        publish.fsync_tree(tmp)
+        publish.commit(tmp, target, overwrite, manifest.MANIFEST)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         for folder in reversed(created):
-            _rmdir_quietly(folder)
+            publish.rmdir_quietly(folder)
         raise
     return Prepared(
         path=target, name=name, num_examples=len(entries), class_names=tuple(class_names),
-        shape=(plan.size, plan.size, plan.channels), skipped=tuple(skipped), num_bytes=_tree_bytes(target))
+        shape=(plan.size, plan.size, plan.channels), skipped=tuple(skipped), num_bytes=manifest.tree_bytes(target))
 
 
 def open_records(name: str, data_dir: str | os.PathLike | None = None, split: str = SPLIT) -> Any | None:
@@ -268,11 +260,11 @@ def open_records(name: str, data_dir: str | os.PathLike | None = None, split: st
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         return None  # "digits", "mnist:3.*.*", ...: not a name `prepare` accepts
     path = dataset_path(name, data_dir)
-    manifest = _read_manifest(path)
-    if manifest is None:
+    record = manifest.read(path)
+    if record is None:
         return None
-    _verify(path, manifest)
-    builder = tfds.builder_from_directory(os.path.join(path, manifest["version"]))
+    manifest.verify(path, record)
+    builder = tfds.builder_from_directory(os.path.join(path, record["version"]))
     return builder.as_data_source(split=split)
 
 
@@ -317,14 +309,14 @@ def _check_target(target: str, src: str, overwrite: bool) -> None:
         return
     if not os.path.isdir(target):
         raise ValueError(f"{target} exists and is a file: choose another --name, or move the file away")
-    if os.path.isfile(os.path.join(target, MANIFEST)):
+    if os.path.isfile(os.path.join(target, manifest.MANIFEST)):
         if not overwrite:
             raise ValueError(f"dataset {os.path.basename(target)!r} already exists at {target}: pass --overwrite "
                              "(overwrite=True) to replace it, or choose another --name")
         return
     if os.listdir(target):
         raise ValueError(
-            f"{target} exists and was not written by prepare_images (it has no {MANIFEST}; perhaps a "
+            f"{target} exists and was not written by prepare_images (it has no {manifest.MANIFEST}; perhaps a "
             "tensorflow-datasets download): choose another --name, or move that folder away yourself")
 
 
@@ -507,180 +499,3 @@ def _write_metadata(tmp: str, name: str, src: str, class_names: Sequence[str], p
     info.write_to_directory(version_dir)
     return [{"file": os.path.join(VERSION, f), "num_bytes": os.path.getsize(os.path.join(version_dir, f))}
             for f in sorted(set(os.listdir(version_dir)) - before)]
-
-
-def _write_manifest(tmp: str, name: str, src: str, image_size: int | None, class_names: Sequence[str],
-                    plan: _Plan, files: Sequence[dict[str, Any]], skipped: Sequence[tuple[str, str]]) -> None:
-    from gan_jax import __version__
-
-    manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "version": VERSION, "split": SPLIT,
-        "num_examples": sum(f.get("num_records", 0) for f in files),
-        "shape": [plan.size, plan.size, plan.channels], "class_names": list(class_names),
-        "src": src, "image_size": image_size, "resample": RESAMPLE_NAME,
-        "created": datetime.datetime.now(datetime.timezone.utc).astimezone().isoformat(timespec="seconds"),
-        "created_by": f"gan_jax {__version__}", "files": list(files),
-        "skipped": [{"file": rel, "reason": reason} for rel, reason in skipped],
-    }
-    with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-
-
-# --- atomic commit and leftovers --------------------------------------------------------------------------
-
-
-def _make_dirs(path: str) -> list[str]:
-    """Creates `path` and its missing parents; the folders created, outermost first."""
-    missing = []
-    while not os.path.exists(path):
-        missing.append(path)
-        path = os.path.dirname(path)
-    created: list[str] = []
-    try:
-        for folder in reversed(missing):
-            os.mkdir(folder)
-            created.append(folder)
-    except OSError:
-        for folder in reversed(created):
-            _rmdir_quietly(folder)
-        raise
-    return created
-
-
-def _rmdir_quietly(path: str) -> None:
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
-
-
-def _make_temp(data_dir: str, name: str) -> str:
-    """<data_dir>/.<name>.incomplete-<random>/ with an owner file naming this process and host."""
-    tmp = os.path.join(data_dir, f".{name}{_INCOMPLETE}{secrets.token_hex(4)}")
-    os.mkdir(tmp)
-    with open(os.path.join(tmp, _OWNER), "w") as f:
-        json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
-    return tmp
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale(data_dir: str, name: str) -> None:
-    """Removes .<name>.incomplete-* folders left by dead processes of this host (killed prepare runs)."""
-    prefix = f".{name}{_INCOMPLETE}"
-    for entry in os.listdir(data_dir):
-        if not entry.startswith(prefix):
-            continue
-        folder = os.path.join(data_dir, entry)
-        try:
-            with open(os.path.join(folder, _OWNER)) as f:
-                owner = json.load(f)
-            stale = owner["host"] == socket.gethostname() and not _pid_alive(int(owner["pid"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # not ours to judge: left alone, and never read as a dataset
-        if stale:
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _fsync_tree(root: str) -> None:
-    """Flushes every file and folder under `root` to disk, so the rename publishes complete files."""
-    for folder, _, names in os.walk(root):
-        for path in [os.path.join(folder, n) for n in names] + [folder]:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-
-def _commit(tmp: str, target: str, overwrite: bool) -> None:
-    """Renames the finished `tmp` folder to `target`; an existing dataset is set aside first (overwrite)."""
-    os.remove(os.path.join(tmp, _OWNER))
-    old = None
-    if os.path.lexists(target) and os.path.isfile(os.path.join(target, MANIFEST)):
-        if not overwrite:  # appeared while this run was writing
-            raise ValueError(f"dataset {os.path.basename(target)!r} appeared at {target} while preparing: pass "
-                             "--overwrite (overwrite=True) to replace it")
-        old = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}{_REPLACED}{secrets.token_hex(4)}")
-        os.rename(target, old)
-    try:
-        os.rename(tmp, target)
-    except OSError as err:
-        if old is not None:
-            os.rename(old, target)
-        raise ValueError(f"cannot move the finished dataset to {target} ({err.strerror}): move that path away "
-                         "and rerun") from err
-    fd = os.open(os.path.dirname(target), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-# --- reading --------------------------------------------------------------------------------------------
-
-
-def _tree_bytes(root: str) -> int:
-    return sum(os.path.getsize(os.path.join(folder, n)) for folder, _, names in os.walk(root) for n in names)
-
-
-def _rebuild_hint(path: str, manifest: dict[str, Any] | None) -> str:
-    name, data_dir = os.path.basename(path), os.path.dirname(path)
-    src = (manifest or {}).get("src", "<image folder>")
-    return f"rerun `{_PREPARE_CLI} --src={src} --name={name} --data_dir={data_dir} --overwrite`"
-
-
-def _read_manifest(path: str) -> dict[str, Any] | None:
-    """The manifest of dataset folder `path`; None when there is none (not written by `prepare`)."""
-    manifest_path = os.path.join(path, MANIFEST)
-    if not os.path.isfile(manifest_path):
-        return None
-    try:
-        with open(manifest_path, encoding="utf-8") as f:
-            manifest = json.load(f)
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"format {manifest.get('format')!r} is not {FORMAT!r}")
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"format_version {manifest.get('format_version')!r} is not {FORMAT_VERSION}")
-        for item in manifest["files"]:
-            if not isinstance(item["file"], str) or not isinstance(item["num_bytes"], int):
-                raise TypeError(f"file entry {item!r} lacks a path or a byte count")
-        if not isinstance(manifest["version"], str):
-            raise TypeError(f"version {manifest['version']!r} is not a string")
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{manifest_path} is damaged ({type(err).__name__}: {err}): "
-                         f"{_rebuild_hint(path, None)}") from None
-    return manifest
-
-
-def _verify(path: str, manifest: dict[str, Any]) -> None:
-    """ValueError naming the first file of the manifest that is missing, resized or short of records."""
-    for item in manifest["files"]:
-        file = os.path.join(path, item["file"])
-        problem = None
-        if not os.path.isfile(file):
-            problem = "is missing"
-        elif os.path.getsize(file) != item["num_bytes"]:
-            problem = f"has {os.path.getsize(file)} bytes, not the {item['num_bytes']} written (truncated or changed)"
-        elif "num_records" in item:
-            reader = array_record_module.ArrayRecordReader(file)
-            try:
-                records = reader.num_records()
-            finally:
-                reader.close()
-            if records != item["num_records"]:
-                problem = f"holds {records} records, not the {item['num_records']} written"
-        if problem:
-            raise ValueError(f"dataset {manifest['name']!r}: {file} {problem}; the dataset is damaged: "
-                             f"{_rebuild_hint(path, manifest)}")
