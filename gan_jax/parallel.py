@@ -193,19 +193,25 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     """
     sharding = replicated(mesh)
 
+    def placed(leaf) -> bool:  # by this function or a jit on `mesh` (not merely on equivalent devices)
+        return isinstance(leaf, jax.Array) and leaf.sharding == sharding
+
     def place(leaf):
-        if isinstance(leaf, jax.Array) and leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
-            return leaf
         if hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             wrap = functools.partial(jax.random.wrap_key_data, impl=jax.random.key_impl(leaf))
             return jax.jit(wrap, out_shardings=sharding)(place(jax.random.key_data(leaf)))
         host = np.asarray(leaf)
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
-    # Through a jitted identity: a jit output's sharding (mesh axes of type Auto) is what a train step returns,
-    # so a step called with the placed state and then with its own output compiles once, not twice (measured:
-    # the ring8 smoke step compiled again on its second call, 7 s each, without this).
-    return jax.jit(lambda placed: placed, out_shardings=sharding)(jax.tree.map(place, tree))
+    leaves, treedef = jax.tree.flatten(tree)
+    fresh = [i for i, leaf in enumerate(leaves) if not placed(leaf)]
+    # The new arrays pass through one jitted identity: a jit output's sharding (mesh axes of type Auto) is what a
+    # train step returns, so a step called with the placed state and then with its own output compiles once,
+    # not twice (measured: the ring8 smoke step compiled again on its second call, 7 s each, without this).
+    moved = jax.jit(lambda arrays: arrays, out_shardings=sharding)([place(leaves[i]) for i in fresh])
+    for i, array in zip(fresh, moved):
+        leaves[i] = array
+    return jax.tree.unflatten(treedef, leaves)
 
 
 @functools.cache
