@@ -5,8 +5,16 @@ r"""Train a GAN from a config: `python -m experiments.train --config=experiments
 
 Flags and `main` only: the work is `gan_jax.trainer.train_and_evaluate(config, workdir)`. Running again with the
 same --workdir resumes from its newest valid checkpoint, bit for bit. The workdir receives checkpoints/,
-metrics.jsonl, TensorBoard events (tb/), samples/*.png, config.json and summary.json. SIGTERM/SIGINT save a
-checkpoint at the current step before exiting (exit code 143 / 130).
+metrics.jsonl, TensorBoard events (tb/), samples/*.png, config.json and summary.json.
+
+Exit codes:
+  0  trained and evaluated; the last lines name the outputs.
+  2  one `gan_jax: error:` line: a problem with the flags, config, workdir, data or checkpoints, or a full disk
+     (a `GanJaxError`; the line names the fix).
+  128 + signal  SIGTERM (143) or SIGINT (130) at any moment: one `gan_jax:` line saying what is saved (while
+     training, a checkpoint of the current step is saved first).
+  1  anything else is a bug or an unexplained failure: its traceback, ending with a `gan_jax:` line on what
+     is saved (and what may help, for running out of memory).
 """
 
 from __future__ import annotations
@@ -16,11 +24,27 @@ import os
 import signal
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+_OUTSIDE_THE_RUN = "during start-up: nothing was trained or saved"  # what a signal outside the trainer means
 
-from gan_jax import parallel
-from gan_jax.trainer import Preempted, train_and_evaluate
+
+def _exit_on_signal(signum: int, frame) -> None:
+    """SIGTERM/SIGINT outside the trainer (imports, flags, the summary's printing): one line, exit 128 + signal."""
+    del frame
+    print(f"gan_jax: {signal.Signals(signum).name} received {_OUTSIDE_THE_RUN}.", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
+if __name__ == "__main__":  # before the imports below, which take seconds (jax); the trainer takes over later
+    for _signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_signal, _exit_on_signal)
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from gan_jax import parallel  # noqa: E402
+from gan_jax import workdir as workdir_lib  # noqa: E402
+from gan_jax.errors import GanJaxError  # noqa: E402
+from gan_jax.trainer import Preempted, train_and_evaluate  # noqa: E402
 
 
 def _error_exit(message: str) -> None:
@@ -60,7 +84,8 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/ring8_best", "Output folder; reu
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with any failure (config file, variant, override key or value) as one line."""
+    """absl's flag parsing, with any failure (config file, variant, override key or value, a positional
+    argument) as one line."""
     for arg in argv[1:]:
         if arg.startswith("--config="):
             path = arg.split("=", 1)[1].split(":", 1)[0]
@@ -68,31 +93,46 @@ def _parse_flags(argv: list[str]) -> list[str]:
                 _error_exit(f"config file {path!r} not found; the configs are experiments/configs/*.py "
                             "(e.g. --config=experiments/configs/ring8_wgan_gp.py)")
     try:
-        return flags.FLAGS(argv)
+        remaining = flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as err:
         _error_exit(_flag_error(err))
-    return []
+    if len(remaining) > 1:
+        _error_exit(f"unexpected argument(s) {' '.join(map(repr, remaining[1:]))}: experiments.train takes only "
+                    "flags, e.g. --config=experiments/configs/ring8_gan.py --workdir=runs/ring8")
+    return remaining
+
+
+def _failure_note(err: Exception, workdir: str) -> str:
+    """The line after an unexplained error's traceback: what may help, and which checkpoint is intact."""
+    text = f"{type(err).__name__}: {err}"
+    if isinstance(err, MemoryError) or "RESOURCE_EXHAUSTED" in text:
+        cause = ("out of memory: lower data.batch_size or the model's size, or spread the run over more devices "
+                 "(parallel.num_devices)")
+    else:
+        cause = "the error above is not a problem gan_jax recognises in the config, data or files (a bug?)"
+    steps = workdir_lib.saved_steps(workdir) if str(workdir).strip() else []
+    saved = (f"checkpoint step {steps[0]} in {os.path.join(os.path.abspath(workdir), workdir_lib.CHECKPOINTS)} "
+             "is intact; the same command resumes from it" if steps else "no checkpoint was saved")
+    return f"gan_jax: {cause}; {saved}."
 
 
 def main(argv: list[str]) -> None:
-    """Trains --config in --workdir and prints the summary; exit 2 with one `gan_jax: error:` line on a bad
-    config or workdir, 128 + signal number after a preemption (its checkpoint saved)."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    """Trains --config in --workdir and prints the summary; the exit codes are the module docstring's."""
+    del argv  # _parse_flags refused any positional argument
+    global _OUTSIDE_THE_RUN
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; --verbosity=0 shows them
     try:
         summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except Preempted as err:
-        print(f"gan_jax: {err}; rerun the same command to resume.", file=sys.stderr)
+        print(f"gan_jax: {err}.", file=sys.stderr, flush=True)
         sys.exit(128 + err.signum)
-    except KeyboardInterrupt:  # before the training loop (inside it, Ctrl-C saves a checkpoint)
-        print("gan_jax: interrupted before training started; nothing was trained or saved.", file=sys.stderr)
-        sys.exit(128 + signal.SIGINT)
-    except (ValueError, FloatingPointError) as err:
+    except GanJaxError as err:
         _error_exit(str(err))
-    except OSError as err:  # a file the run needs or writes: disk full, permissions, a path that is a file
-        _error_exit(f"{err}. Checkpoints saved before this point are intact.")
+    except Exception as err:  # a bug or an unexplained failure: keeps its traceback, with what is saved
+        err.add_note(_failure_note(err, _WORKDIR.value))
+        raise
+    _OUTSIDE_THE_RUN = f"after the run finished: its outputs are in {summary['workdir']}"
     if not parallel.is_writer():
         return  # process 0 prints the summary
     print(json.dumps(summary, indent=2))

@@ -1,14 +1,28 @@
 """Checkpoints through orbax: the whole `TrainState`, the config (JSON) and the arrays' digests, together per step.
 
 - Saves are asynchronous; the `max_to_keep` newest steps are kept. Every step carries a SHA-256 digest of each
-  array leaf (keyed by its tree path, in the step's `digests` item), computed from the values being saved.
-  Cost (`python benchmarks/checkpoint_digest.py`, 2-core AMD EPYC at load 5): 11-18 ms for the 12 MiB ring8
-  width-512 Adam state, 6-8 % of a committed save; 2-3 ms for the 1.2 MiB digits conv state, about 1 %.
-- `Checkpointer.restore_latest` takes the newest step that restores cleanly and whose arrays match their digests.
-  A step that fails (truncated, corrupt, digest mismatch, non-finite) is never deleted: it is renamed to
-  `<step>.corrupt` beside the others, with a warning naming it (and, for a mismatch, the array path).
-  Steps written before digests existed restore with a warning that they could not be verified.
-  If every step fails, `AllCheckpointsCorruptError` is raised: None ("start fresh") only when there was no step.
+  shard that each process saves (keyed by the array's tree path and the shard's region of the global array, in
+  the step's `digests` item: one `process_<i>.json` per process), so states sharded over devices and processes
+  are covered. The hashing is off the loop's path: `save` only takes this process's host views of its shards
+  (zero-copy on the CPU backend; on an accelerator a device-to-host copy, started before orbax's own and
+  running beside it), and the hashes are computed and written in orbax's background commit once `save` has
+  returned; orbax publishes the step only when they are on disk. A step is therefore committed with its
+  complete digests or not at all (an interrupted save stays an unfinished save). Blocking time of a save,
+  gan_jax / orbax alone (`python benchmarks/checkpoint_digest.py`, results/checkpoint_digest.md: 2-core AMD
+  EPYC at load 5-7, medians of 60): 1.09x wall clock (63.3 -> 69.2 ms) and 1.14x main-thread CPU (20.8 -> 23.7
+  ms) for the 12 MiB ring8 width-512 Adam state, 1.11x and 1.13x for the 1.2 MiB digits conv state; hashing
+  them before the save, as gan_jax did until issue 24, blocked for 26 and 3.8 ms more.
+- `Checkpointer.restore_latest` takes the newest step that restores cleanly and whose arrays match their digests,
+  into the shardings of the `like` state on every process (each process checks the saved regions it holds; all
+  processes reach one verdict). A step is renamed to `<step>.corrupt` (never deleted), with a warning naming it,
+  only on proof that its files are damaged: a digest mismatch (the message names the array and, for a sharded
+  one, the region), non-finite parameters, unreadable or missing metadata, missing or truncated array files.
+  Any other failure (too few file descriptors, permission denied, memory exhausted on host or device, an I/O
+  error or timeout of the storage, an error this module does not recognise) raises `CheckpointReadError`: one
+  line naming the step, the error and what to do; nothing on disk changes, and the next run resumes from that
+  step once the cause is gone. Steps written before digests existed restore with a warning that they could not
+  be verified. If every step is damaged, `AllCheckpointsCorruptError` is raised: None ("start fresh") only when
+  there was no step.
 - A checkpoint written by a config whose state shapes differ (model, optimizer, data shape), or whose saved
   array paths/shapes/dtypes differ from the state being restored into, is refused with
   `IncompatibleCheckpointError`; nothing on disk changes.
@@ -17,76 +31,270 @@
   leftover of a dead run. Without the lock none are removed (orbax's own start-up cleanup would delete the
   folder of a save another process is writing at that moment). Orbax also replaces a leftover tmp folder of
   the very step it is saving; that too is safe only because the lock admits one writer per workdir.
-- `restore_readonly` reads the newest valid committed step without creating, renaming or deleting anything and
-  without a lock: safe in a notebook beside a live run.
+- `restore_readonly` reads the newest valid committed step (or a given one) without creating, renaming or
+  deleting anything and without a lock: safe in a notebook beside a live run.
+- Paths are `etils.epath` paths (orbax's own type): a `gs://...` workdir works where its file-system support is
+  installed. What is safe on which storage (renames, the workdir lock) is stated in BUILD.md.
 - Multi-process: every process calls save/restore (collective); renames and deletions happen on process 0 only,
-  followed by a barrier. All processes read the same files, so they reach the same verdict on each step.
+  followed by a barrier.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import errno
+import gc
 import hashlib
+import json
 import logging
 import os
 import re
-import shutil
+import resource
 import sys
 import tempfile
+import threading
 import time
-from typing import Any, Callable, Optional, Union
+import traceback
+from typing import Any, Callable, Iterator, Optional, Union
 
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from gan_jax import config as config_lib
-from gan_jax.engine import all_finite
+from gan_jax.errors import GanJaxError
 from gan_jax.workdir import WorkdirLock
 
 PyTree = Any
 ConfigLike = Union[ml_collections.ConfigDict, dict]
+PathLike = Union[str, os.PathLike]
 
 DIGESTS_ITEM = "digests"
 DIGEST_ALGORITHM = "sha256"
-DIGEST_FORMAT = 1
+DIGEST_FORMAT = 2  # 1: one digest per array, in `digests/metadata` (gan_jax before sharded states)
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"
 _READONLY_RESCANS = 5
 _CORRUPT = re.compile(r"^(\d+)\.corrupt\d*$")
 
 
-class IncompatibleCheckpointError(ValueError):
+class IncompatibleCheckpointError(GanJaxError):
     """The workdir holds checkpoints of a differently shaped model or optimizer."""
 
 
-class CorruptCheckpointError(ValueError):
-    """A restored step does not match the digests saved with it, or is otherwise unusable."""
+class CorruptCheckpointError(GanJaxError):
+    """A restored step does not match the digests saved with it, or is otherwise proven damaged."""
 
 
-class AllCheckpointsCorruptError(ValueError):
+class AllCheckpointsCorruptError(GanJaxError):
     """Checkpoints exist but none restores: the run must not silently start fresh."""
 
 
-class NoValidCheckpointError(ValueError):
+class NoValidCheckpointError(GanJaxError):
     """`restore_readonly` found no committed step that restores cleanly."""
 
 
+class CheckpointReadError(GanJaxError):
+    """A step could not be read for a reason that says nothing about its files; nothing on disk was changed."""
+
+
+def _absolute(path: PathLike) -> epath.Path:
+    """`path` as an epath.Path: local paths made absolute, URLs (gs://...) as they are."""
+    text = os.fspath(path)
+    return epath.Path(text if "://" in text else os.path.abspath(text))
+
+
 # ------------------------------------------------------------------------------------------------------------
-# Digests.
+# Digests: SHA-256 of each saved shard's bytes, keyed by tree path and the shard's region of the global array.
 
 
-def _host_bytes(leaf: Any) -> np.ndarray:
-    """The leaf's values on this host as a C-contiguous array (PRNG keys as their key data)."""
-    if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-        leaf = jax.random.key_data(leaf)
-    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-        if not leaf.is_fully_replicated:
-            raise ValueError(f"cannot digest a sharded array of shape {leaf.shape} on one process; "
-                             "checkpointed state must be fully replicated")
-        leaf = leaf.addressable_data(0)
-    return np.ascontiguousarray(np.asarray(leaf)).reshape(-1).view(np.uint8)
+Index = tuple[slice, ...]
+
+
+def _bounds(index: Index, shape: tuple[int, ...]) -> Index:
+    """A shard's index (slices of the global array) with explicit bounds, slice(start, stop), on every axis."""
+    return tuple(slice(*s.indices(n)[:2]) for s, n in zip(index, shape))
+
+
+def _region(bounds: Index) -> str:
+    """"[a:b, c:d]": explicit bounds as text, the key of a shard's digest ("[]" for a scalar)."""
+    return "[" + ", ".join(f"{s.start}:{s.stop}" for s in bounds) + "]"
+
+
+def _region_bounds(region: str) -> Index:
+    """The bounds that `_region` wrote as text."""
+    return tuple(slice(int(a), int(b)) for a, b in re.findall(r"(\d+):(\d+)", region))
+
+
+def _contains(outer: Index, inner: Index) -> bool:
+    return all(o.start <= i.start and i.stop <= o.stop for o, i in zip(outer, inner))
+
+
+@dataclasses.dataclass
+class _Leaf:
+    """One array of the state as digested (PRNG keys: their key data): its tree path, dtype, shape, and the shards
+    this process saves as [(index, data)] (device arrays until `_on_host` turns them into host arrays)."""
+
+    path: tuple[Any, ...]
+    dtype: Any
+    shape: tuple[int, ...]
+    shards: list[tuple[Index, Any]]
+
+
+def _as_digested(leaf: Any) -> Any:
+    """The values a leaf's digest covers: PRNG keys as their key data, host values as NumPy arrays."""
+    if isinstance(leaf, jax.Array):
+        return jax.random.key_data(leaf) if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key) else leaf
+    return np.asarray(leaf)
+
+
+def _own_shards(leaf: Any) -> list[tuple[Index, Any]]:
+    """(index, data) of the shards of a (digested) leaf this process saves and checks: replica 0 of each
+    addressable shard (of an array held whole by every device of this one process: the first device's copy); a
+    host value whole, on process 0 (one copy for the whole run)."""
+    whole = tuple(slice(None) for _ in leaf.shape)
+    if not isinstance(leaf, jax.Array):
+        return [(whole, leaf)] if jax.process_index() == 0 else []
+    if leaf.is_fully_addressable and leaf.is_fully_replicated:
+        return [(whole, leaf.addressable_data(0))]
+    return [(s.index, s.data) for s in leaf.addressable_shards if s.replica_id == 0]
+
+
+def _shards_to_save(state: PyTree) -> list[_Leaf]:
+    """This process's share of `state`, with the copy of each shard to the host started where this process has
+    an accelerator (on the CPU backend `np.asarray` of a shard is a view of its buffer: nothing to start)."""
+    start_copies = any(device.platform != "cpu" for device in jax.local_devices())
+    leaves = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        leaf = _as_digested(leaf)
+        shards = _own_shards(leaf)
+        for _, data in shards:
+            if start_copies and isinstance(data, jax.Array):
+                data.copy_to_host_async()
+        leaves.append(_Leaf(path, leaf.dtype, leaf.shape, shards))
+    return leaves
+
+
+def _on_host(leaves: list[_Leaf]) -> list[_Leaf]:
+    """The same shards as host arrays (waits for the copies `_shards_to_save` started)."""
+    return [_Leaf(leaf.path, leaf.dtype, leaf.shape, [(index, np.asarray(data)) for index, data in leaf.shards])
+            for leaf in leaves]
+
+
+def _sha256(values: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(values).reshape(-1).view(np.uint8)).hexdigest()
+
+
+def _digest_record(leaves: list[_Leaf]) -> dict[str, Any]:
+    """This process's digest record: {"format", "algorithm", "processes", "arrays": {path: {dtype, shape, shards}}}."""
+    arrays = {jax.tree_util.keystr(leaf.path): {
+        "dtype": str(leaf.dtype), "shape": [int(d) for d in leaf.shape],
+        "shards": {_region(_bounds(index, leaf.shape)): _sha256(data) for index, data in leaf.shards}}
+        for leaf in leaves}
+    return {"format": DIGEST_FORMAT, "algorithm": DIGEST_ALGORITHM, "processes": jax.process_count(),
+            "arrays": arrays}
+
+
+def state_digests(state: PyTree) -> dict[str, Any]:
+    """{"arrays": {tree path: {"dtype", "shape", "shards": {region: SHA-256 of its bytes}}}, ...} of the shards
+    this process saves (keys: key data); computed here, synchronously (a save computes it in the background)."""
+    return _digest_record(_on_host(_shards_to_save(state)))
+
+
+def _write_digests(directory: epath.Path, leaves: list[_Leaf]) -> None:
+    (directory / f"process_{jax.process_index()}.json").write_text(json.dumps(_digest_record(leaves)))
+
+
+def _read_digests(directory: epath.Path) -> dict[str, Any]:
+    """The merged record of all processes' files; a format-1 record (one digest per array) in the same form."""
+    files = sorted(p for p in directory.iterdir() if re.fullmatch(r"process_\d+\.json", p.name))
+    if not files:
+        if not (directory / "metadata").exists():
+            raise CorruptCheckpointError(f"the digests record is missing from {directory}")
+        legacy = json.loads((directory / "metadata").read_text())
+        if (not isinstance(legacy, dict) or legacy.get("algorithm") != DIGEST_ALGORITHM
+                or not isinstance(legacy.get("arrays"), dict)):
+            raise CorruptCheckpointError(f"unreadable digests record: {str(legacy)[:200]}")
+        return {"algorithm": DIGEST_ALGORITHM, "arrays": {
+            path: {"dtype": entry["dtype"], "shape": entry["shape"],
+                   "shards": {_region(tuple(slice(0, n) for n in entry["shape"])): entry[DIGEST_ALGORITHM]}}
+            for path, entry in legacy["arrays"].items()}}
+    records = [json.loads(f.read_text()) for f in files]
+    if any(not isinstance(r, dict) or r.get("algorithm") != DIGEST_ALGORITHM or not isinstance(r.get("arrays"), dict)
+           for r in records):
+        raise CorruptCheckpointError(f"unreadable digests record in {directory}")
+    expected = int(records[0].get("processes", 1))
+    if len(files) != expected:
+        raise CorruptCheckpointError(f"the digests of {expected - len(files)} of the {expected} saving processes "
+                                     f"are missing in {directory} (found: {', '.join(f.name for f in files)})")
+    arrays: dict[str, Any] = {}
+    for record in records:
+        for path, entry in record["arrays"].items():
+            merged = arrays.setdefault(path, {"dtype": entry["dtype"], "shape": entry["shape"], "shards": {}})
+            merged["shards"].update(entry["shards"])
+    return {"algorithm": DIGEST_ALGORITHM, "arrays": arrays}
+
+
+class DigestsHandler(ocp.AsyncCheckpointHandler):
+    """The `digests` item: each process writes the SHA-256 of the shards it saves, hashed in the background."""
+
+    async def async_save(self, directory: epath.Path, args: "DigestsSave") -> list[ocp.future.Future]:
+        """Takes the host copies now (before the training loop moves on); hashes them in orbax's commit thread
+        once `args.released` is set (by `Checkpointer.save` on returning: no competition with the save's
+        blocking part for the CPU)."""
+        leaves = _on_host(args.leaves)
+
+        async def write() -> None:
+            args.released.wait()
+            _write_digests(directory, leaves)
+
+        return [ocp.future.CommitFutureAwaitingContractedSignals(write(), name="gan_jax_digests")]
+
+    def save(self, directory: epath.Path, args: "DigestsSave") -> None:
+        _write_digests(directory, _on_host(args.leaves))
+
+    def restore(self, directory: epath.Path, args: Optional["DigestsRestore"] = None) -> dict[str, Any]:
+        return _read_digests(directory)
+
+
+@ocp.args.register_with_handler(DigestsHandler, for_save=True)
+@dataclasses.dataclass
+class DigestsSave(ocp.args.CheckpointArgs):
+    """The shards to digest (`_shards_to_save(state)`), and the event that lets the hashing start."""
+
+    leaves: list[_Leaf]
+    released: threading.Event
+
+
+@ocp.args.register_with_handler(DigestsHandler, for_restore=True)
+@dataclasses.dataclass
+class DigestsRestore(ocp.args.CheckpointArgs):
+    """Reads back the merged digests of all processes."""
+
+
+def _host_check(state: PyTree, record: Optional[dict[str, Any]]) -> tuple[list[str], bool, int]:
+    """(saved regions whose restored bytes differ from their digest, whether a floating-point value is not finite,
+    number of saved regions checked) over the shards this process holds (`_own_shards`).
+
+    A saved region is checked where it lies whole in one of them, so each region is checked once over all
+    processes when the state is restored as it was saved, or more coarsely sharded.
+    """
+    bad, nonfinite, checked = [], False, 0
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        path, leaf = jax.tree_util.keystr(path), _as_digested(leaf)
+        saved = {} if record is None else record["arrays"][path]["shards"]
+        for index, data in _own_shards(leaf):
+            host, outer = np.asarray(data), _bounds(index, leaf.shape)
+            nonfinite = nonfinite or (jax.dtypes.issubdtype(host.dtype, np.inexact) and not np.isfinite(host).all())
+            for saved_region, digest in saved.items():
+                inner = _region_bounds(saved_region)
+                if _contains(outer, inner):
+                    checked += 1
+                    local = tuple(slice(i.start - o.start, i.stop - o.start) for o, i in zip(outer, inner))
+                    if _sha256(host[local]) != digest:
+                        bad.append(path + (saved_region if len(saved) > 1 else ""))
+    return bad, nonfinite, checked
 
 
 def _leaf_spec(leaf: Any) -> tuple[str, list[int]]:
@@ -95,23 +303,6 @@ def _leaf_spec(leaf: Any) -> tuple[str, list[int]]:
         leaf = jax.eval_shape(jax.random.key_data, leaf)
     dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
     return str(dtype), [int(d) for d in np.shape(leaf)]
-
-
-def state_digests(state: PyTree) -> dict[str, Any]:
-    """{"arrays": {tree path: {"dtype", "shape", "sha256"}}, ...}: SHA-256 of each leaf's bytes (keys: key data)."""
-    arrays = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
-        dtype, shape = _leaf_spec(leaf)
-        arrays[jax.tree_util.keystr(path)] = {
-            "dtype": dtype, "shape": shape, DIGEST_ALGORITHM: hashlib.sha256(_host_bytes(leaf)).hexdigest()}
-    return {"format": DIGEST_FORMAT, "algorithm": DIGEST_ALGORITHM, "arrays": arrays}
-
-
-def _digest_mismatches(state: PyTree, record: dict[str, Any]) -> list[str]:
-    """Tree paths whose restored bytes differ from the saved digest."""
-    now = state_digests(state)["arrays"]
-    return [path for path, saved in record["arrays"].items()
-            if path not in now or now[path][DIGEST_ALGORITHM] != saved[DIGEST_ALGORITHM]]
 
 
 def _structure_differences(like: PyTree, record: dict[str, Any]) -> list[str]:
@@ -127,59 +318,223 @@ def _structure_differences(like: PyTree, record: dict[str, Any]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------------------
+# Telling proven damage from everything else. Damage: what the files hold is wrong or missing. Everything
+# else (the process's limits, permissions, memory, the storage answering) says nothing about the files.
+
+# TensorStore reports missing, truncated and undecodable data as a ValueError "<status>: ..." with these codes
+# (seen with orbax-checkpoint 0.12.8 on deleted, truncated and overwritten array files and manifests).
+_DAMAGE_STATUS = ("DATA_LOSS", "OUT_OF_RANGE", "NOT_FOUND", "FAILED_PRECONDITION")
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)|\[OS error (\d+)|\[Errno (\d+)\]")
+_MEMORY_TEXT = ("RESOURCE_EXHAUSTED", "out of memory", "bad_alloc", "can't start new thread", "cannot allocate memory")
+_STORAGE_TEXT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "CANCELLED", "UNAUTHENTICATED")
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    """`err` and the errors it was raised from or during, outermost first."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def _os_errno(err: BaseException) -> Optional[int]:
+    """The OS error number of an OSError, or the one TensorStore quotes in its message."""
+    if isinstance(err, OSError) and err.errno is not None:
+        return err.errno
+    match = _OS_ERROR_CODE.search(str(err))
+    return int(next(g for g in match.groups() if g)) if match else None
+
+
+def _environment_kind(err: BaseException) -> Optional[str]:
+    """"files", "permission", "memory", "device" or "storage" when `err` is about the environment, else None."""
+    code, text = _os_errno(err), str(err)
+    if code in (errno.EMFILE, errno.ENFILE):
+        return "files"
+    if code in (errno.EACCES, errno.EPERM) or "PERMISSION_DENIED" in text:
+        return "permission"
+    if (code == errno.ENOMEM or isinstance(err, MemoryError)
+            or any(t.lower() in text.lower() for t in _MEMORY_TEXT)):
+        return "memory"
+    if isinstance(err, jax.errors.JaxRuntimeError):
+        return "device"
+    if (isinstance(err, TimeoutError) or (code is not None and code != errno.ENOENT)
+            or any(text.startswith(t) for t in _STORAGE_TEXT)):
+        return "storage"
+    return None
+
+
+def _is_damage(err: BaseException, step_dir: epath.Path) -> bool:
+    """Whether `err` says the step's content is wrong: a digest mismatch, undecodable metadata, a file missing
+    from the step, or TensorStore's missing/truncated/undecodable data."""
+    return (isinstance(err, (CorruptCheckpointError, json.JSONDecodeError, UnicodeDecodeError))
+            or (isinstance(err, FileNotFoundError) and os.fspath(step_dir) in str(err))
+            or (type(err) is ValueError and str(err).startswith(_DAMAGE_STATUS)))
+
+
+def _access_problem(folder: epath.Path) -> Optional[OSError]:
+    """The first error (other than "no such file") met listing `folder`'s tree and opening each of its files."""
+    try:
+        for child in sorted(folder.iterdir()):
+            if child.is_dir():
+                problem = _access_problem(child)
+                if problem is not None:
+                    return problem
+            else:
+                with child.open("rb"):
+                    pass
+    except OSError as err:
+        return None if err.errno == errno.ENOENT else err
+    return None
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
+
+
+def _what_to_do(kind: Optional[str], step_dir: epath.Path, directory: str) -> str:
+    if kind == "files":
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return f"Raise the open-file limit (now {soft}; e.g. `ulimit -n {max(4096, 4 * soft)}`)"
+    if kind == "permission":
+        return f"Give the user running gan_jax read access to every file under {step_dir}"
+    if kind == "memory":
+        return ("Free host or device memory, or restore where the state fits (the address-space limit `ulimit -v`, "
+                "the container's memory limit and the accelerator's memory each bound it)")
+    if kind == "device":
+        return "Check the accelerator (the error comes from it, not from the files)"
+    if kind == "storage":
+        return f"Check that the storage holding {directory} is reachable and reads back (a network mount or bucket)"
+    return (f"Fix its cause; if you know the step is damaged, move it aside ({step_dir} -> {step_dir}.corrupt) to "
+            "use the one before")
+
+
+def _classified(err: Exception, step: int, step_dir: epath.Path, directory: str, then: str) -> GanJaxError:
+    """CorruptCheckpointError when `err` proves the step damaged, else CheckpointReadError (one line: what to do).
+
+    Proof needs a damage signal in the error's chain, no environment error in it, and every file of the step
+    readable (a permission problem can look like missing metadata to orbax).
+    """
+    errors = list(_chain(err))
+    environment = next((e for e in errors if _environment_kind(e)), None) or _access_problem(step_dir)
+    if environment is None:
+        damage = next((e for e in errors if _is_damage(e, step_dir)), None)
+        if isinstance(damage, CorruptCheckpointError):
+            return damage
+        if damage is not None:
+            return CorruptCheckpointError(_one_line(damage))
+    cause = environment or err
+    kind = _environment_kind(cause)
+    return CheckpointReadError(
+        f"checkpoint step {step} in {directory} could not be read ({_one_line(cause)}); this "
+        f"{'says nothing about its files' if kind else 'does not prove its files damaged'}, so nothing was renamed "
+        f"or deleted. {_what_to_do(kind, step_dir, directory)}, then {then}")
+
+
+def _gather(value: int) -> list[int]:
+    """`value` of every process, in process order (a collective when there are several processes)."""
+    if jax.process_count() == 1:
+        return [value]
+    from jax.experimental import multihost_utils
+
+    return [int(v) for v in np.asarray(multihost_utils.process_allgather(np.int32(value))).reshape(-1)]
+
+
+def _agree(failure: Optional[GanJaxError], step: int, directory: str) -> Optional[GanJaxError]:
+    """The failure every process acts on: the gravest one of any process (read error > damage > none)."""
+    grade = lambda f: 0 if f is None else 1 if isinstance(f, CorruptCheckpointError) else 2
+    grades = _gather(grade(failure))
+    worst = max(grades)
+    if worst == grade(failure):
+        return failure
+    other = grades.index(worst)
+    if worst == 1:
+        return CorruptCheckpointError(f"process {other} found it damaged (its warning names what)")
+    return CheckpointReadError(f"checkpoint step {step} in {directory} could not be read on process {other} (its "
+                               "error says why, and what to do); nothing was renamed or deleted")
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Restoring one step (shared by the training Checkpointer and the read-only reader).
 
 
 def _abstract(like: PyTree) -> PyTree:
-    """ShapeDtypeStructs (with a sharding) for `like`'s arrays or ShapeDtypeStructs."""
+    """ShapeDtypeStructs carrying `like`'s shardings; a leaf without one goes to this process's first device."""
+    device = jax.local_devices()[0]
 
     def one(leaf: Any) -> Any:
         struct = ocp.utils.to_shape_dtype_struct(leaf)
         if isinstance(struct, jax.ShapeDtypeStruct) and struct.sharding is None:
             struct = jax.ShapeDtypeStruct(struct.shape, struct.dtype,
-                                          sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+                                          sharding=jax.sharding.SingleDeviceSharding(device))
         return struct
 
     return jax.tree.map(one, like)
 
 
-# Reading a damaged array file, tensorstore's asyncio bridge prints "RuntimeError: Event loop is closed"
-# tracebacks from its own threads (one per read still in flight when orbax gives up and closes its loop; printed
-# by tensorstore's C++, so no Python hook sees them; seen with orbax-checkpoint 0.12.8 on a truncated file).
-_TENSORSTORE_NOISE = ("Traceback (most recent call last):", "asyncio/base_events.py", "self._check_closed()",
-                      "Event loop is closed")
+# What orbax's and tensorstore's threads print while a step is read: reading a damaged array file,
+# tensorstore's asyncio bridge prints "RuntimeError: Event loop is closed" tracebacks (one per read still in
+# flight when orbax gives up and closes its loop; printed by tensorstore's C++, so no Python hook sees them);
+# out of file descriptors or memory, orbax leaves half-built asyncio loops and coroutines whose clean-up prints
+# "Exception ignored in: ..." tracebacks (with multi-line TensorStore specs) and RuntimeWarnings whenever they
+# are collected (all seen with orbax-checkpoint 0.12.8).
+_TRACEBACK_STARTS = ("Traceback (most recent call last):", "Exception ignored in:")
 _NOISE_SETTLE_S = 0.2  # reads in flight finish (and print) within this after a failed restore
 
 
-@contextlib.contextmanager
-def _without_tensorstore_noise():
-    """Captures file descriptor 2 while a step is read and passes on every line but tensorstore's noise."""
+def _without_tracebacks(text: str) -> str:
+    """`text` less its traceback blocks (the start line, the indented lines, the exception's line)."""
+    kept, in_traceback = [], False
+    for line in text.splitlines(keepends=True):
+        if line.startswith(_TRACEBACK_STARTS):
+            in_traceback = True
+        elif in_traceback:
+            in_traceback = line.startswith((" ", "\t"))
+        elif line.strip():
+            kept.append(line)
+    return "".join(kept)
+
+
+def _read_quietly(read_step: Callable[[], Any]) -> Any:
+    """`read_step()` with file descriptor 2 captured. On success, what was printed is passed on less tracebacks;
+    on failure nothing is (the exception says what failed), and what the failed read left behind is collected
+    first, while the capture lasts, so that it cannot print later (its frames' locals are cleared; the
+    tracebacks themselves are kept)."""
     try:
         saved = os.dup(2)
-    except OSError:  # no stderr to protect
-        yield
-        return
-    failed = False
-    with tempfile.TemporaryFile(mode="w+b") as capture:
-        sys.stderr.flush()
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            failed = True
+    except OSError as err:
+        if err.errno != errno.EBADF:
             raise
-        finally:
-            if failed:
+        return read_step()  # no stderr to protect
+    try:
+        with tempfile.TemporaryFile(mode="w+b") as capture:
+            sys.stderr.flush()
+            os.dup2(capture.fileno(), 2)
+            try:
+                result = read_step()
+            except BaseException as err:
+                for e in _chain(err):
+                    traceback.clear_frames(e.__traceback__)
                 time.sleep(_NOISE_SETTLE_S)
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+                gc.collect()
+                raise
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
             capture.seek(0)
-            text = capture.read().decode(errors="replace")
-            kept = [line for line in text.splitlines(keepends=True)
-                    if not any(noise in line for noise in _TENSORSTORE_NOISE) and line.strip()]
-            sys.stderr.write("".join(kept))
+            sys.stderr.write(_without_tracebacks(capture.read().decode(errors="replace")))
             sys.stderr.flush()
+            return result
+    finally:
+        os.close(saved)
 
 
 def _restore_state(read: Callable[..., Any], abstract: PyTree) -> PyTree:
@@ -204,19 +559,35 @@ def _restore_state(read: Callable[..., Any], abstract: PyTree) -> PyTree:
         return abstract.replace(**restored, **{name: {} for name in added})
 
 
-def _restore_step(read: Callable[..., Any], step: int, step_dir: str, like: PyTree, abstract: PyTree,
-                  config: Optional[dict], directory: str) -> PyTree:
-    """The state of one step, verified; IncompatibleCheckpointError as is, any other failure raised for quarantine.
+def _restore_step(read: Callable[..., Any], step: int, step_dir: epath.Path, like: PyTree, abstract: PyTree,
+                  config: Optional[dict], directory: str, then: str) -> PyTree:
+    """The verified state of one step, with one verdict over all processes.
 
-    `read(**items)` restores the named items of the step's Composite and returns the result.
+    `read(**items)` restores the named items of the step's Composite. Raises IncompatibleCheckpointError,
+    CorruptCheckpointError (proven damage) or CheckpointReadError (anything else; `then` ends its message).
     """
-    with _without_tensorstore_noise():
-        return _verified_step(read, step, step_dir, like, abstract, config, directory)
+    failure, cause = None, None
+    try:
+        state, checked, saved = _read_quietly(
+            lambda: _verified_step(read, step, step_dir, like, abstract, config, directory))
+    except IncompatibleCheckpointError:
+        raise
+    except Exception as err:  # noqa: BLE001 - sorted into proven damage and everything else
+        failure, cause = _classified(err, step, step_dir, directory, then), err
+    failure = _agree(failure, step, directory)
+    if failure is not None:
+        raise failure from cause
+    checked = sum(_gather(checked))
+    if checked < saved:
+        logging.warning("checkpoint step %d in %s: %d of its %d saved array regions could not be verified (the state "
+                        "is restored with a finer sharding than it was saved with)", step, directory,
+                        saved - checked, saved)
+    return state
 
 
-def _verified_step(read: Callable[..., Any], step: int, step_dir: str, like: PyTree, abstract: PyTree,
-                   config: Optional[dict], directory: str) -> PyTree:
-    """`_restore_step`'s work."""
+def _verified_step(read: Callable[..., Any], step: int, step_dir: epath.Path, like: PyTree, abstract: PyTree,
+                   config: Optional[dict], directory: str) -> tuple[PyTree, int, int]:
+    """(state, saved regions checked by this process, saved regions) of one step; raises what this process finds."""
     saved_config = read(config=ocp.args.JsonRestore()).config
     if config is not None:
         diffs = config_lib.structural_differences(saved_config, config)
@@ -226,10 +597,8 @@ def _verified_step(read: Callable[..., Any], step: int, step_dir: str, like: PyT
                 f"config: {'; '.join(diffs)}. Resume with the original values, or start the new config "
                 "in a fresh --workdir. Nothing was changed on disk.")
     record = None
-    if os.path.isdir(os.path.join(step_dir, DIGESTS_ITEM)):
-        record = read(**{DIGESTS_ITEM: ocp.args.JsonRestore()})[DIGESTS_ITEM]
-        if not isinstance(record, dict) or record.get("algorithm") != DIGEST_ALGORITHM:
-            raise CorruptCheckpointError(f"unreadable digests record: {str(record)[:200]}")
+    if (step_dir / DIGESTS_ITEM).is_dir():
+        record = read(**{DIGESTS_ITEM: DigestsRestore()})[DIGESTS_ITEM]
         diffs = _structure_differences(like, record)
         if diffs:
             shown = "; ".join(diffs[:5]) + (f"; ... ({len(diffs)} differences)" if len(diffs) > 5 else "")
@@ -240,29 +609,24 @@ def _verified_step(read: Callable[..., Any], step: int, step_dir: str, like: PyT
     else:
         logging.warning("checkpoint step %d in %s has no array digests (written by a gan_jax older than "
                         "checksummed checkpoints): restoring it unverified", step, directory)
+    if not (step_dir / "state" / "_METADATA").exists():  # orbax would report a confusing tree mismatch
+        raise CorruptCheckpointError("state/_METADATA (the saved tree's metadata) is missing")
     state = _restore_state(read, abstract)
-    if record is not None:
-        bad = _digest_mismatches(state, record)
-        if bad:
-            raise CorruptCheckpointError(
-                f"array {bad[0]} does not match its saved {DIGEST_ALGORITHM} digest"
-                + (f" (nor do {len(bad) - 1} more: {', '.join(bad[1:4])}{', ...' if len(bad) > 4 else ''})"
-                   if len(bad) > 1 else ""))
-    if not bool(all_finite(state)):
+    bad, nonfinite, checked = _host_check(state, record)
+    if bad:
+        raise CorruptCheckpointError(
+            f"array {bad[0]} does not match its saved {DIGEST_ALGORITHM} digest"
+            + (f" (nor do {len(bad) - 1} more: {', '.join(bad[1:4])}{', ...' if len(bad) > 4 else ''})"
+               if len(bad) > 1 else ""))
+    if nonfinite:
         raise CorruptCheckpointError("restored parameters are not finite")
-    return state
+    saved = 0 if record is None else sum(len(entry["shards"]) for entry in record["arrays"].values())
+    return state, checked, saved
 
 
-def _sync(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
-
-
-def _corrupt_folders(directory: str) -> list[str]:
+def _corrupt_folders(directory: epath.Path) -> list[str]:
     try:
-        return sorted(n for n in os.listdir(directory) if _CORRUPT.match(n))
+        return sorted(p.name for p in directory.iterdir() if _CORRUPT.match(p.name))
     except OSError:
         return []
 
@@ -279,40 +643,53 @@ def _how_to_start_fresh(directory: str) -> str:
 class Checkpointer:
     """Orbax `CheckpointManager` over `<workdir>/checkpoints`, one folder per step, the writer of one run.
 
-    `lock`: the `gan_jax.workdir.acquire(workdir)` lock (process 0 holds it; other processes pass theirs or None).
-    Only under a held lock are leftover `*.orbax-checkpoint-tmp` folders removed at start.
+    `workdir`: a local path or a URL orbax's epath supports (gs://...). `lock`: the `gan_jax.workdir.acquire(
+    workdir)` lock (process 0 holds it; other processes pass theirs or None). Only under a held lock are leftover
+    `*.orbax-checkpoint-tmp` folders removed at start.
     """
 
-    def __init__(self, workdir: str, cfg: ml_collections.ConfigDict, *, lock: Optional[WorkdirLock] = None):
-        workdir = os.path.abspath(workdir)
-        if lock is not None and lock.workdir != workdir:
-            raise ValueError(f"the lock given is for {lock.workdir}, not for the workdir {workdir}")
-        self.directory = os.path.join(workdir, "checkpoints")
+    def __init__(self, workdir: PathLike, cfg: ml_collections.ConfigDict, *, lock: Optional[WorkdirLock] = None):
+        root = _absolute(workdir)
+        if lock is not None and lock.workdir != os.fspath(root):
+            raise ValueError(f"the lock given is for {lock.workdir}, not for the workdir {root}")
+        self._path = root / "checkpoints"
+        self.directory = os.fspath(self._path)
         self._config = cfg.to_dict()
         self._options = ocp.CheckpointManagerOptions(
             max_to_keep=cfg.train.max_to_keep, create=True, cleanup_tmp_directories=False)
-        self._manager = ocp.CheckpointManager(self.directory, options=self._options)
+        self._manager = ocp.CheckpointManager(self._path, options=self._options)
         if lock is not None and lock.held:
             self._remove_leftover_tmp_folders()
         _sync("gan_jax_checkpointer_start")
 
     def _remove_leftover_tmp_folders(self) -> None:
-        for name in sorted(os.listdir(self.directory)):
-            if _TMP_SUFFIX in name:
-                path = os.path.join(self.directory, name)
+        for path in sorted(self._path.iterdir()):
+            if _TMP_SUFFIX in path.name:
                 logging.warning("removing %s: an unfinished save of an earlier run (this run holds the "
                                 "workdir lock, so no other process is writing it)", path)
-                shutil.rmtree(path, ignore_errors=True)
+                try:
+                    path.rmtree()
+                except OSError as err:
+                    logging.warning("could not remove %s (%s); orbax replaces it if it saves that step again",
+                                    path, err)
         self._manager.reload()
 
     def save(self, state: PyTree) -> int:
-        """Starts an asynchronous save of `state`, the config and the digests at `state.step`; returns the step."""
+        """Starts an asynchronous save of `state`, the config and the shard digests at `state.step`; returns the step.
+
+        Blocks while orbax and the digests take this process's host copies; the hashes are computed and written
+        in orbax's background commit, which publishes the step only when they and the arrays are on disk.
+        """
         step = int(jax.device_get(state.step))
         if step in self._manager.all_steps():
             return step
-        self._manager.save(step, force=True, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(self._config),
-            **{DIGESTS_ITEM: ocp.args.JsonSave(state_digests(state))}))
+        released = threading.Event()
+        try:
+            self._manager.save(step, force=True, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(self._config),
+                **{DIGESTS_ITEM: DigestsSave(_shards_to_save(state), released)}))
+        finally:
+            released.set()
         return step
 
     def wait(self) -> None:
@@ -324,10 +701,14 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def restore_latest(self, like: PyTree) -> Optional[PyTree]:
-        """Newest verified state like `like`; None iff no step exists; AllCheckpointsCorruptError if none is valid."""
+        """Newest verified state like `like` (its shardings); None iff no step exists.
+
+        Raises AllCheckpointsCorruptError if every step is damaged, CheckpointReadError (nothing changed) if a
+        step cannot be read for another reason, IncompatibleCheckpointError for a differently shaped state.
+        """
         steps = sorted(self._manager.all_steps(), reverse=True)
         if not steps:
-            earlier = _corrupt_folders(self.directory)
+            earlier = _corrupt_folders(self._path)
             if earlier:
                 raise AllCheckpointsCorruptError(
                     f"{self.directory} holds no valid checkpoint, only {len(earlier)} step(s) kept aside as "
@@ -336,13 +717,11 @@ class Checkpointer:
             return None
         abstract = _abstract(like)
         for step in steps:
-            step_dir = os.path.join(self.directory, str(step))
             read = lambda step=step, **items: self._manager.restore(step, args=ocp.args.Composite(**items))
             try:
-                return _restore_step(read, step, step_dir, like, abstract, self._config, self.directory)
-            except IncompatibleCheckpointError:
-                raise
-            except Exception as err:  # noqa: BLE001 - any failure to read means this step is unusable
+                return _restore_step(read, step, self._path / str(step), like, abstract, self._config,
+                                     self.directory, then=f"rerun: it resumes from step {step}.")
+            except CorruptCheckpointError as err:
                 self._quarantine(step, err)
         raise AllCheckpointsCorruptError(
             f"none of the {len(steps)} checkpoint step(s) in {self.directory} ({', '.join(map(str, steps))}) "
@@ -350,14 +729,14 @@ class Checkpointer:
             f"does not start fresh silently. {_how_to_start_fresh(self.directory)}")
 
     def _quarantine(self, step: int, err: Exception) -> None:
-        src = os.path.join(self.directory, str(step))
-        dst = f"{src}.corrupt"
+        src = self._path / str(step)
+        dst = src.with_name(f"{step}.corrupt")
         suffix = 1
-        while os.path.exists(dst):
-            dst, suffix = f"{src}.corrupt{suffix}", suffix + 1
+        while dst.exists():
+            dst, suffix = src.with_name(f"{step}.corrupt{suffix}"), suffix + 1
         _sync(f"gan_jax_quarantine_{step}_named")  # every process has chosen the same `dst`
         if jax.process_index() == 0:
-            os.rename(src, dst)
+            src.rename(dst)
         _sync(f"gan_jax_quarantine_{step}")
         logging.warning("checkpoint step %d could not be restored (%s: %s); kept aside as %s, trying older steps",
                         step, type(err).__name__, err, dst)
@@ -373,53 +752,58 @@ class Checkpointer:
 # Read-only restore (notebooks, evaluation).
 
 
-def _committed_steps(directory: str) -> list[int]:
-    """Step numbers of finalised step folders (orbax renames `<step>.orbax-checkpoint-tmp` to `<step>` on commit)."""
-    steps = []
-    for name in os.listdir(directory):
-        if name.isdigit() and os.path.isdir(os.path.join(directory, name)):
-            steps.append(int(name))
-    return sorted(steps, reverse=True)
+def _committed_steps(directory: epath.Path) -> list[int]:
+    """Step numbers of finalised step folders: orbax renames `<step>.orbax-checkpoint-tmp` to `<step>` on commit,
+    or, on object storage (no renames), writes `<step>/commit_success.txt` last."""
+    on_object_storage = "://" in os.fspath(directory)
+    return sorted((int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir()
+                   and (not on_object_storage or (p / "commit_success.txt").exists())), reverse=True)
 
 
-def restore_readonly(path: str, like: PyTree, config: Optional[ConfigLike] = None) -> tuple[int, PyTree]:
-    """(step, state) of the newest committed valid step; writes nothing, no lock; NoValidCheckpointError if none.
+def restore_readonly(path: PathLike, like: PyTree, config: Optional[ConfigLike] = None, *,
+                     step: Optional[int] = None) -> tuple[int, PyTree]:
+    """(step, state) of the newest committed valid step (or of `step`); writes nothing, takes no lock.
 
-    `path`: a workdir or its `checkpoints` folder. `like`: a state (or ShapeDtypeStructs) giving structure,
-    dtypes and shardings. `config`: when given, a checkpoint of a differently shaped config raises
-    IncompatibleCheckpointError. Unfinished saves are ignored; failing steps are skipped (not renamed).
+    `path`: a workdir or its `checkpoints` folder (local or a URL epath supports). `like`: a state (or
+    ShapeDtypeStructs) giving structure, dtypes and shardings. `config`: when given, a checkpoint of a
+    differently shaped config raises IncompatibleCheckpointError. Unfinished saves are ignored; damaged steps
+    are skipped (not renamed); NoValidCheckpointError if none is left, CheckpointReadError if a step cannot be
+    read for a reason that says nothing about its files.
     """
-    path = os.path.abspath(path)
-    directory = os.path.join(path, "checkpoints") if os.path.isdir(os.path.join(path, "checkpoints")) else path
-    if not os.path.isdir(directory):
+    path = _absolute(path)
+    directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if not directory.is_dir():
         raise NoValidCheckpointError(f"no checkpoints at {path}: expected a workdir or its checkpoints folder")
     if isinstance(config, ml_collections.ConfigDict):
         config = config.to_dict()
     abstract = _abstract(like)
+    wanted = "committed checkpoint" if step is None else f"committed checkpoint of step {step}"
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as reader:
         # A live run deletes its oldest steps as it saves new ones; when every step listed was deleted while
         # being read, the listing is taken again (newer steps have been committed meanwhile).
         for _ in range(_READONLY_RESCANS):
-            steps, skipped, deleted = _committed_steps(directory), [], 0
-            for step in steps:
-                step_dir = os.path.join(directory, str(step))
+            steps = [s for s in _committed_steps(directory) if step is None or s == step]
+            skipped, deleted = [], 0
+            for number in steps:
+                step_dir = directory / str(number)
                 read = lambda step_dir=step_dir, **items: reader.restore(step_dir, args=ocp.args.Composite(**items))
                 try:
-                    return step, _restore_step(read, step, step_dir, like, abstract, config, directory)
-                except IncompatibleCheckpointError:
-                    raise
-                except Exception as err:  # noqa: BLE001 - unusable step: skip it, change nothing
-                    if not os.path.isdir(step_dir):
+                    return number, _restore_step(read, number, step_dir, like, abstract, config,
+                                                 os.fspath(directory), then="retry.")
+                except (CorruptCheckpointError, CheckpointReadError) as err:
+                    if step_dir.is_dir() and isinstance(err, CheckpointReadError):
+                        raise
+                    if not step_dir.is_dir():
                         reason = "deleted while being read (the live run keeps only its newest steps)"
                         deleted += 1
                     else:
                         reason = f"{type(err).__name__}: {err}"
-                    skipped.append(f"{step} ({reason})")
+                    skipped.append(f"{number} ({reason})")
                     logging.warning("checkpoint step %d in %s skipped (%s); left as it is, trying older steps",
-                                    step, directory, reason)
+                                    number, directory, reason)
             if deleted < len(steps) or not steps:
                 break
     if not steps:
-        raise NoValidCheckpointError(f"no committed checkpoint in {directory} (unfinished saves are ignored)")
+        raise NoValidCheckpointError(f"no {wanted} in {directory} (unfinished saves are ignored)")
     raise NoValidCheckpointError(f"none of the {len(steps)} committed checkpoint step(s) in {directory} could be "
                                  f"restored: {'; '.join(skipped)}. Nothing was changed on disk.")

@@ -1,7 +1,7 @@
 """The experiment configuration: one `ml_collections.ConfigDict` schema, its defaults and its validation.
 
 Every experiment config in `experiments/configs/` starts from `base_config()` and changes fields; the
-engine reads only these fields. `validate` turns a bad value into one `ValueError` naming the field, the
+engine reads only these fields. `validate` turns a bad value into one `GanJaxError` naming the field, the
 value and what is allowed, before anything is compiled or written.
 """
 
@@ -12,6 +12,7 @@ from typing import Any, Callable, TypeVar
 
 import ml_collections
 
+from gan_jax.errors import GanJaxError
 from gan_jax.parallel import CPU_MATMULS, DEFAULT_CPU_MATMULS
 
 T = TypeVar("T")
@@ -31,6 +32,7 @@ STRUCTURAL_KEYS = (
     "loss.clip_value",
     "loss.pack",  # the critic's input width
     "train.ema_decay",  # 0 = no EMA parameters in the state
+    "augment.ada",  # ADA's p in the state
 )
 
 
@@ -57,7 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
     cfg.data.fake_labels = "uniform"
 
     cfg.model = ml_collections.ConfigDict()
-    cfg.model.kind = "mlp"  # "mlp" | "conv"
+    cfg.model.kind = "mlp"  # "mlp" | "conv" | "dcgan" | "resnet" | "biggan" (gan_jax.models.KINDS)
     cfg.model.latent_dim = 2
     cfg.model.width = 512
     cfg.model.depth = 3
@@ -65,7 +67,19 @@ def base_config() -> ml_collections.ConfigDict:
     cfg.model.base_width = 64
     cfg.model.spectral_norm = False
     cfg.model.batch_norm = False  # in the critic
-    cfg.model.generator_batch_norm = False  # in the generator (running statistics in TrainState.generator_state)
+    cfg.model.generator_batch_norm = False  # in the mlp/conv generator (the image kinds' always have it)
+    # dcgan/resnet/biggan: channel multipliers of the generator and critic (layer widths are multiples of them, per
+    # image size: gan_jax/models/{dcgan,resnet,biggan}.py); 0 = the published ones (dcgan 64, resnet 64, biggan 96).
+    cfg.model.g_channels = 0
+    cfg.model.d_channels = 0
+    # resnet/biggan: self-attention after the G and D blocks of this output side (-1 = the kind's default: none for
+    # resnet, half the image side for biggan; 0 = none), with attention_heads heads (8·heads must divide the width).
+    cfg.model.attention_resolution = -1
+    cfg.model.attention_heads = 1
+    # biggan: the shared class embedding's dimension (0 = one-hot labels) and hierarchical latents (latent_dim
+    # split into one chunk per generator block plus one).
+    cfg.model.shared_embedding_dim = 128
+    cfg.model.hierarchical_latent = True
     # > 0: a class-conditional pair G(z, y), f(x, y) (label embedding in G, projection critic); it must equal
     # the number of classes of the data's labels.
     cfg.model.num_classes = 0
@@ -83,6 +97,27 @@ def base_config() -> ml_collections.ConfigDict:
     # PacGAN (Lin et al. 2018): the critic scores packs of m samples of one kind concatenated along the last
     # axis ((B, d) -> (B/m, m·d); images along channels). 1 = off; must divide the (per-device) batch.
     cfg.loss.pack = 1
+    # ACGAN (Odena et al. 2017): λ > 0 adds an auxiliary classifier on the critic's features, trained on the
+    # labels of reals and fakes: critic += λ·(CE(real) + CE(fake)), generator += λ·CE(fake). Needs
+    # model.num_classes > 0. 0 = off.
+    cfg.loss.acgan_weight = 0.0
+
+    # Differentiable augmentation (gan_jax.augment) of every image the critic scores, reals and fakes, in the
+    # critic and the generator updates; the penalties are taken on the augmented images (GP interpolates
+    # augmented reals and fakes, R1/R2 the augmented reals/fakes).
+    cfg.augment = ml_collections.ConfigDict()
+    # Comma-separated gan_jax.augment.OPS names, applied in order; "" = none. DiffAugment (Zhao et al. 2020):
+    # "color,translation,cutout" (augment.DIFFAUGMENT). ADA's 'bc' pipeline, with ada=True: augment.ADA_BC =
+    # "xflip,rotate90,xint,brightness,contrast,lumaflip,hue,saturation".
+    cfg.augment.policy = ""
+    # ADA (Karras et al. 2020): each op applied per example with probability p, p in the state (from ada_p),
+    # moved every ada_interval generator steps by sign(r_t - ada_target)·(real images the critic saw in the
+    # interval)/(ada_kimg·1000), r_t = E[sign(critic(augmented real))] over the interval; clipped to [0, 1].
+    cfg.augment.ada = False
+    cfg.augment.ada_p = 0.0  # p at step 0 (StyleGAN2-ADA starts at 0; its --p)
+    cfg.augment.ada_target = 0.6
+    cfg.augment.ada_interval = 4
+    cfg.augment.ada_kimg = 500.0  # thousands of real images for p to move by 1 (StyleGAN2-ADA's default)
 
     cfg.optim = ml_collections.ConfigDict()
     for role in ("generator", "critic"):
@@ -94,13 +129,13 @@ def base_config() -> ml_collections.ConfigDict:
         opt.b1 = 0.5
         opt.b2 = 0.9
         # Learning rate over generator steps, for both roles (the critic's n_critic updates of one generator
-        # step share its rate): "constant" | "step" (× decay_factor at each of `boundaries`) | "cosine" (from
-        # learning_rate to alpha·learning_rate over decay_steps, then constant). gan_jax.optimizers.SCHEDULES.
+        # step share its rate): "constant" | "step" (× decay_factor at each of `boundaries`) | "cosine" or "linear"
+        # (from learning_rate to alpha·learning_rate over decay_steps, then constant). gan_jax.optimizers.SCHEDULES.
         opt.schedule = "constant"
         opt.boundaries = ()  # step: increasing generator steps, e.g. (2250,)
         opt.decay_factor = 0.1  # step
-        opt.decay_steps = 0  # cosine: > 0
-        opt.alpha = 0.0  # cosine
+        opt.decay_steps = 0  # cosine, linear: > 0
+        opt.alpha = 0.0  # cosine, linear
         cfg.optim[role] = opt
 
     cfg.train = ml_collections.ConfigDict()
@@ -120,7 +155,22 @@ def base_config() -> ml_collections.ConfigDict:
     cfg.train.max_to_keep = 3
     cfg.train.sample_every = 1000  # PNG of samples; 0 = only at the end
     cfg.train.eval_every = 0  # metrics of eval_samples samples into metrics.jsonl; 0 = only at the end
-    cfg.train.eval_samples = 2500
+    cfg.train.eval_samples = 2500  # generated in eval.batch_size batches (gan_jax.scoring), never all at once
+
+    # Metrics over features (gan_jax.scoring, gan_jax.evaluation): when train.eval_every / the end of training.
+    cfg.eval = ml_collections.ConfigDict()
+    cfg.eval.metrics = ""  # comma-separated among fid, kid, is, pr, dc; "" = all the extractor supports; "none"
+    cfg.eval.extractor = "auto"  # inception | classifier | points | auto (gan_jax.extractors)
+    cfg.eval.inception_weights = ""  # pt_inception-2015-12-05-6726825d.pth; "" = $GAN_JAX_INCEPTION_WEIGHTS
+    cfg.eval.batch_size = 500  # samples generated and featurised at a time
+    cfg.eval.reference_split = ""  # the real data's split compared with ("" = data.split), e.g. "test"
+    cfg.eval.kid_subsets = 100  # torch-fidelity's defaults
+    cfg.eval.kid_subset_size = 0  # 0 = min(1000, samples)
+    cfg.eval.is_splits = 10
+    cfg.eval.pr_k = 3  # Kynkäänniemi et al. 2019
+    cfg.eval.dc_k = 5  # Naeem et al. 2020
+    cfg.eval.knn_samples = 10_000  # precision/recall/density/coverage use the first this many of each side
+    cfg.eval.best_metric = ""  # e.g. "classifier/fd": the best step by it is kept in workdir/best/ ("" = off)
 
     cfg.parallel = ml_collections.ConfigDict()
     cfg.parallel.num_devices = 0  # 0 = all devices (of all processes)
@@ -135,23 +185,66 @@ def base_config() -> ml_collections.ConfigDict:
     return cfg
 
 
+def _validate_eval(e: ml_collections.ConfigDict) -> None:
+    """config.eval's names and counts (the registries are imported here: they import this module)."""
+    from gan_jax import evaluation, extractors
+
+    if e.extractor != "auto":
+        lookup(extractors.EXTRACTORS.get, "eval.extractor", e.extractor)
+    spec = str(e.metrics).strip()
+    if spec not in ("", "none"):
+        for name in spec.split(","):
+            lookup(evaluation.METRICS.get, "eval.metrics", name.strip())
+    for field, low in (("batch_size", 1), ("kid_subsets", 1), ("kid_subset_size", 0), ("is_splits", 1),
+                       ("pr_k", 1), ("dc_k", 1), ("knn_samples", 2)):
+        if int(e[field]) < low:
+            _fail(f"eval.{field}", e[field], f"must be an integer >= {low}")
+
+
+def _validate_augment(cfg: ml_collections.ConfigDict) -> None:
+    """config.augment's policy names and ADA settings, and loss.acgan_weight (GanJaxError naming the field); that
+    the policy suits the data and ACGAN a conditional model is checked by the engine."""
+    import math
+
+    from gan_jax import augment  # light: jax only
+    from gan_jax.errors import GanJaxError
+
+    a = cfg.augment
+    try:
+        augment.parse_policy(a.policy)
+    except GanJaxError as err:
+        raise GanJaxError(f"config.augment.policy: {err}") from None
+    checks = (("ada_target", 0 <= a.ada_target <= 1, "must be in [0, 1] (the target of E[sign critic(real)])"),
+              ("ada_p", 0 <= a.ada_p <= 1, "must be in [0, 1] (a probability)"),
+              ("ada_interval", isinstance(a.ada_interval, int) and a.ada_interval >= 1, "must be an integer >= 1"),
+              ("ada_kimg", a.ada_kimg > 0, "must be a number > 0 (thousands of images for p to move by 1)"))
+    for field, ok, allowed in checks:
+        if not ok:  # False for NaN
+            raise GanJaxError(f"config.augment.{field}={a[field]!r} is invalid: {allowed}")
+    if a.ada and not augment.parse_policy(a.policy):
+        raise GanJaxError(f"config.augment.ada=True has no ops to apply: set augment.policy, e.g. {augment.ADA_BC!r}")
+    weight = cfg.loss.get("acgan_weight", 0.0)
+    if not (math.isfinite(weight) and weight >= 0):
+        raise GanJaxError(f"config.loss.acgan_weight={weight!r} is invalid: must be a finite number >= 0 (0 = off)")
+
+
 def _fail(field: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"config.{field}={value!r} is invalid: {allowed}")
+    raise GanJaxError(f"config.{field}={value!r} is invalid: {allowed}")
 
 
 def lookup(get: Callable[[Any], T], field: str, name: Any) -> T:
-    """get(name) for the name held by config `field`; a ValueError raised again as "config.{field}: {error}".
+    """get(name) for the name held by config `field`; a GanJaxError raised again as "config.{field}: {error}".
 
     With `get` a Registry's: "config.optim.critic.name: unknown optimizer 'adamw2'; valid names: adam, ...".
     """
     try:
         return get(name)
-    except ValueError as err:
-        raise ValueError(f"config.{field}: {err}") from None
+    except GanJaxError as err:
+        raise GanJaxError(f"config.{field}: {err}") from None
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
-    """Checks values that do not depend on other modules' registries; raises ValueError naming the field."""
+    """Checks values that do not depend on other modules' registries; raises GanJaxError naming the field."""
     import math
 
     def numbers(node: Any, prefix: str = ""):
@@ -191,14 +284,18 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             _fail(f"data.{field}", d[field], "must be an integer >= 1")
     if int(cfg.model.get("num_classes", 0)) < 0:
         _fail("model.num_classes", cfg.model.num_classes, "must be >= 0 (0 = unconditional)")
-    # The evaluation generates all samples in one call; image metrics (Fréchet distance) need a covariance.
-    images = cfg.model.kind == "conv"
-    low, high = (2, 50_000) if images else (1, 1_000_000)
-    if not low <= t.eval_samples <= high:
-        _fail("train.eval_samples", t.eval_samples,
-              f"must be in [{low}, {high:,}] for {'image' if images else 'toy'} data "
-              f"({'the Fréchet distance needs >= 2 samples; ' if images else ''}all are generated and scored "
-              "in one batch)")
+    for field, low, meaning in (("g_channels", 0, "0 = the published width"),
+                                ("d_channels", 0, "0 = the published width"),
+                                ("attention_resolution", -1, "-1 = the kind's default, 0 = none"),
+                                ("attention_heads", 1, "heads of the self-attention"),
+                                ("shared_embedding_dim", 0, "0 = one-hot labels")):
+        value = cfg.model.get(field, low)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            _fail(f"model.{field}", value, f"must be an integer >= {low} ({meaning})")
+    if not 2 <= t.eval_samples <= 10_000_000:
+        _fail("train.eval_samples", t.eval_samples, "must be in [2, 10,000,000] (they are generated in "
+              "eval.batch_size batches; covariances need >= 2)")
+    _validate_eval(cfg.eval)
     if cfg.data.batch_size <= 0:
         _fail("data.batch_size", cfg.data.batch_size, "must be a positive integer")
     if cfg.loss.n_critic < 1:
@@ -207,6 +304,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         _fail("loss.unroll_steps", cfg.loss.unroll_steps, "must be >= 0 (0 = no unrolling)")
     finite_at_least("loss.penalty_weight", cfg.loss.penalty_weight, 0, "must be a finite number >= 0")
     finite_at_least("loss.clip_value", cfg.loss.clip_value, 0, "must be a finite number >= 0 (0 = no clipping)")
+    _validate_augment(cfg)
     for role in ("generator", "critic"):
         opt = cfg.optim[role]
         lr = opt.learning_rate
@@ -242,6 +340,11 @@ def with_defaults(saved: dict) -> dict:
         return merged
 
     return merge(json.loads(base_config().to_json()), saved)
+
+
+def config_from_dict(saved: dict) -> ml_collections.ConfigDict:
+    """The ConfigDict of a saved config (e.g. a workdir's config.json), fields it predates at their defaults."""
+    return ml_collections.ConfigDict(with_defaults(saved))
 
 
 def structural_differences(saved: dict, current: dict) -> list[str]:

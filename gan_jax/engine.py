@@ -39,6 +39,16 @@ Config choices read here besides the loss, penalty and model:
 - `optim.<role>`: the optimizers and their learning-rate schedules (gan_jax.optimizers). Schedules count
   generator steps for both roles: the critic, updated n_critic times per generator step, uses the rate of
   its generator step for all of them.
+- `augment.policy` (gan_jax.augment): the critic sees T(x) for every image x it scores, with fresh per-example
+  draws: the reals and fakes of each critic update and, differentiably, the fakes of the generator update.
+  The penalties are taken on what the critic sees: GP on interpolates between augmented reals and augmented
+  fakes, R1 on augmented reals, R2 on augmented fakes (gradients with respect to the augmented images).
+  `augment.ada`: ADA (Karras et al. 2020): each op applied with probability p, p in `state.augment_state`,
+  moved every `augment.ada_interval` generator steps by `augment.ada_adjust` from r_t = E[sign(f(T(x_real)))]
+  over the interval's critic updates (metrics `augment_p`, the p of the step, and `ada_real_sign`).
+- `loss.acgan_weight` = λ > 0 (class-conditional models): ACGAN (Odena et al. 2017): a linear head on the
+  critic's features predicts the class (`AuxiliaryClassifierCritic`); the critic adds λ·(CE(real) + CE(fake)),
+  the generator λ·CE(fake), CE = losses.auxiliary_classifier_loss with the samples' labels.
 """
 
 from __future__ import annotations
@@ -54,9 +64,11 @@ import ml_collections
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from gan_jax import augment
 from gan_jax import config as config_lib
 from gan_jax import losses, models, penalties
 from gan_jax.data import DataSource
+from gan_jax.errors import GanJaxError
 from gan_jax.optimizers import make_optimizer
 from gan_jax.parallel import DATA_AXIS, DEFAULT_CPU_MATMULS, check_batch_divisible, compiler_options, replicated
 
@@ -77,6 +89,9 @@ class TrainState:
     key: jax.Array  # the run's key; step t draws from fold_in(key, t)
     # Debiased EMA of generator_params when train.ema_decay > 0 (sampling_params), else None (nothing saved).
     generator_ema_params: PyTree = None
+    # ADA (augment.ada): {"p": augmentation probability, "real_signs": Σ sign(f(T(x_real))) over the current
+    # interval} (float32 scalars), else {}.
+    augment_state: PyTree = flax.struct.field(default_factory=dict)
 
 
 def sampling_params(state: TrainState) -> PyTree:
@@ -130,16 +145,85 @@ def _pack_size(cfg: ml_collections.ConfigDict) -> int:
     return pack
 
 
+class AuxiliaryClassifierCritic(nn.Module):
+    """(f(x[, y]), W·φ(x) + b): the critic's logit and class logits (n, K) from its features φ (ACGAN head).
+
+    φ is the input of the critic's output layer, the submodule named "logit" that every critic of
+    gan_jax.models ends in; it is read with `nn.intercept_methods`, so the networks need no change. The
+    critic's variables sit under "critic", the head's under "classifier".
+    """
+
+    critic: nn.Module
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, y: jax.Array | None = None, train: bool = True) -> tuple[jax.Array, jax.Array]:
+        features = []
+
+        def read_features(call, args, kwargs, context):
+            if context.module.name == "logit" and context.method_name == "__call__":
+                features.append(args[0])
+            return call(*args, **kwargs)
+
+        with nn.intercept_methods(read_features):
+            logit = self.critic(x, y, train=train)
+        if not features:
+            raise GanJaxError(f"loss.acgan_weight > 0 needs a critic whose output layer is a submodule named "
+                              f"'logit'; {type(self.critic).__name__} has none. Set loss.acgan_weight=0")
+        phi = features[-1].reshape(x.shape[0], -1)
+        head = nn.Dense(self.num_classes, dtype=getattr(self.critic, "dtype", jnp.float32), name="classifier")
+        return logit, head(phi).astype(jnp.float32)
+
+
+class Augmentation(NamedTuple):
+    """What the critic sees (config `augment`): the ops of `policy` (gan_jax.augment), each applied with ADA's
+    adaptive probability p when `ada` (p = `initial_p` at step 0), p moved every `interval` generator steps
+    toward E[sign f(real)] = `target` at `kimg` thousand real images for a change of 1."""
+
+    policy: str = ""
+    ada: bool = False
+    target: float = 0.6
+    interval: int = 4
+    kimg: float = 500.0
+    initial_p: float = 0.0
+
+
+def _augmentation(cfg: ml_collections.ConfigDict, data_shape: tuple[int, ...] | None = None) -> Augmentation:
+    """cfg.augment, checked (against the data's shape when given); no augmentation for a config saved before the
+    section existed."""
+    section = cfg.get("augment")
+    if section is None:
+        return Augmentation()
+    try:
+        augment.parse_policy(section.policy, data_shape)
+    except GanJaxError as err:
+        raise GanJaxError(f"config.augment.policy: {err}") from None
+    return Augmentation(section.policy, bool(section.ada), float(section.ada_target), int(section.ada_interval),
+                        float(section.ada_kimg), float(section.get("ada_p", 0.0)))
+
+
+def _acgan_weight(cfg: ml_collections.ConfigDict) -> float:
+    """loss.acgan_weight, checked: > 0 only for a class-conditional model."""
+    weight = float(cfg.loss.get("acgan_weight", 0.0))
+    if weight > 0 and not cfg.model.get("num_classes", 0):
+        raise GanJaxError(f"config.loss.acgan_weight={weight} needs a class-conditional model: the auxiliary "
+                          "classifier predicts the labels. Set model.num_classes to the number of classes of the "
+                          "data, or loss.acgan_weight=0")
+    return weight
+
+
 class Engine(NamedTuple):
     """The static (non-array) pieces a config selects: modules, optimizers, loss and penalty."""
 
     generator: nn.Module
-    critic: nn.Module
+    critic: nn.Module  # an AuxiliaryClassifierCritic when acgan_weight > 0: it returns (logits, class logits)
     generator_opt: optax.GradientTransformation
     critic_opt: optax.GradientTransformation
     loss: losses.AdversarialLoss
     penalty: penalties.Penalty
     pack: int = 1  # PacGAN: the critic scores packs of this many samples (loss.pack)
+    augmentation: Augmentation = Augmentation()  # what the critic sees (augment.*)
+    acgan_weight: float = 0.0  # λ of the ACGAN terms (loss.acgan_weight); 0 = a plain critic
 
 
 def make_engine(cfg: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -> Engine:
@@ -148,12 +232,15 @@ def make_engine(cfg: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -> 
     models.check_critic_compatible(cfg.model, cfg.loss.penalty)
     pack = _pack_size(cfg)
     _ema_decay(cfg)
+    acgan_weight = _acgan_weight(cfg)
     generator, critic = models.build(cfg.model, data_shape, batch_axis=DATA_AXIS)
     if pack > 1:
         if cfg.model.get("num_classes", 0):
             raise ValueError(f"config.loss.pack={pack} cannot be combined with a class-conditional model "
                              f"(model.num_classes={cfg.model.num_classes}): a pack mixes the labels of m samples")
         critic = models.build(cfg.model, packed_shape(data_shape, pack), batch_axis=DATA_AXIS)[1]
+    if acgan_weight > 0:
+        critic = AuxiliaryClassifierCritic(critic, int(cfg.model.num_classes))
     return Engine(
         generator=generator,
         critic=critic,
@@ -163,6 +250,8 @@ def make_engine(cfg: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -> 
         loss=config_lib.lookup(losses.get, "loss.name", cfg.loss.name),
         penalty=config_lib.lookup(penalties.get, "loss.penalty", cfg.loss.penalty),
         pack=pack,
+        augmentation=_augmentation(cfg, data_shape),
+        acgan_weight=acgan_weight,
     )
 
 
@@ -189,6 +278,8 @@ def create_state(cfg: ml_collections.ConfigDict, engine: Engine, data_shape: tup
         critic_opt_state=engine.critic_opt.init(c_params),
         key=run_key,
         generator_ema_params=jax.tree.map(jnp.copy, g_params) if _ema_decay(cfg) > 0 else None,
+        augment_state=({"p": jnp.float32(engine.augmentation.initial_p), "real_signs": jnp.zeros((), jnp.float32)}
+                       if engine.augmentation.ada else {}),
     )
 
 
@@ -206,6 +297,11 @@ def _apply_critic(engine: Engine, params: PyTree, state: PyTree, x: jax.Array, t
     """Critic logits (n/m,) of the packs of m = engine.pack samples of x (n, *dims) (labels (n,) when
     conditional), and its updated non-trained collections (unchanged when not training)."""
     return _apply(engine.critic, params, state, train, pack_samples(x, engine.pack), labels)
+
+
+def _scores(engine: Engine, out: Any) -> tuple[jax.Array, jax.Array | None]:
+    """(logits, class logits) of a critic output: the ACGAN critic returns both, a plain one its logits only."""
+    return out if engine.acgan_weight > 0 else (out, None)
 
 
 def _generate(engine: Engine, params: PyTree, state: PyTree, z: jax.Array, labels: jax.Array | None,
@@ -242,6 +338,9 @@ class StepInputs(NamedTuple):
     real_labels: jax.Array | None = None  # (n_critic + unroll_steps, B) int32 when conditional, else None
     critic_fake_labels: jax.Array | None = None  # (n_critic + unroll_steps, B) labels of the critic's fakes
     generator_labels: jax.Array | None = None  # (B,) labels of the generator update's fakes
+    # With augment.policy: per-example keys of the augmentations, else None.
+    critic_augment_keys: jax.Array | None = None  # (n_critic + unroll_steps, B, 2): of T(real), T(fake)
+    generator_augment_keys: jax.Array | None = None  # (B,): of T(fake) in the generator update
 
 
 def data_key(run_key: jax.Array) -> jax.Array:
@@ -281,13 +380,31 @@ def draw_step_inputs(cfg: ml_collections.ConfigDict, source: DataSource, state: 
         yc_key, yg_key = jax.random.split(jax.random.fold_in(step_key, 1))  # the other draws keep their keys
         labels = dict(real_labels=raw.y, critic_fake_labels=draw_fake_labels(source, yc_key, (n_updates, batch)),
                       generator_labels=draw_fake_labels(source, yg_key, (batch,)))
+    augmented = {}
+    if _augmentation(cfg).policy:
+        ca_key, ga_key = jax.random.split(jax.random.fold_in(step_key, 2))
+        augmented = dict(critic_augment_keys=jax.random.split(ca_key, (n_updates, batch, 2)),
+                         generator_augment_keys=jax.random.split(ga_key, batch))
     return StepInputs(
         real=source.to_input(raw.x),
         critic_noise=jax.random.normal(zc_key, (n_updates, batch, latent)),
         penalty_keys=jax.random.split(pen_key, (n_updates, batch)),
         generator_noise=jax.random.normal(zg_key, (batch, latent)),
         **labels,
+        **augmented,
     )
+
+
+def _ada_state(aug: Augmentation, state: TrainState, real_signs: jax.Array, logits: int,
+               images: int) -> dict[str, jax.Array]:
+    """state.augment_state after this step: Σ sign f(T(x_real)) over the interval so far and, when the step ends
+    an interval of `aug.interval` steps (`logits` real logits, `images` real images), p ← augment.ada_adjust(p, r_t)
+    with r_t = Σ sign / logits, and the sum reset."""
+    signs = state.augment_state["real_signs"] + jnp.sum(real_signs)
+    p = state.augment_state["p"]
+    moved = augment.ada_adjust(p, signs / logits, target=aug.target, images=images, kimg=aug.kimg)
+    due = (state.step + 1) % aug.interval == 0
+    return {"p": jnp.where(due, moved, p), "real_signs": jnp.where(due, jnp.zeros_like(signs), signs)}
 
 
 def _local_step(cfg: ml_collections.ConfigDict, engine: Engine, state: TrainState,
@@ -299,39 +416,55 @@ def _local_step(cfg: ml_collections.ConfigDict, engine: Engine, state: TrainStat
     ema_decay, m = _ema_decay(cfg), engine.pack
     conditional = inputs.real_labels is not None
     g_params, g_state = state.generator_params, state.generator_state
+    aug, acgan = engine.augmentation, engine.acgan_weight
+    p = state.augment_state["p"] if aug.ada else None
+    seen = lambda keys, x: augment.apply(keys, x, aug.policy, p)  # what the critic sees of images x
 
-    def critic_objective(c_params, c_state, g_params, real, z, keys, real_y, fake_y):
+    def critic_objective(c_params, c_state, g_params, real, z, keys, real_y, fake_y, augment_keys):
         # The generator normalises with this batch's statistics; its running averages are not updated here.
         fake, _ = _generate(engine, g_params, g_state, z, fake_y, True)
+        if aug.policy:
+            real, fake = seen(augment_keys[:, 0], real), seen(augment_keys[:, 1], fake)
         labels = jnp.concatenate([real_y, fake_y]) if conditional else None
         # real and fake are packed apart (this device's batch is a multiple of m): no pack mixes the two.
-        logits, new_c_state = _apply_critic(engine, c_params, c_state, jnp.concatenate([real, fake]), True, labels)
+        out, new_c_state = _apply_critic(engine, c_params, c_state, jnp.concatenate([real, fake]), True, labels)
+        logits, class_logits = _scores(engine, out)
         real_logits, fake_logits = jnp.split(logits, 2)
         adversarial = engine.loss.critic(real_logits, fake_logits)
         # The penalty sees the packed critic on packed inputs: pack, then interpolate with one u per pack
         # (drawn from the key of the pack's first sample) — the same as interpolating the unpacked samples
         # with u shared within each pack and packing the result; norms are over all m·d inputs of a pack.
-        critic_fn = lambda x, *y: engine.critic.apply({"params": c_params, **new_c_state}, x, *y, train=False)
+        critic_fn = lambda x, *y: _scores(
+            engine, engine.critic.apply({"params": c_params, **new_c_state}, x, *y, train=False))[0]
         penalty = (engine.penalty(critic_fn, pack_samples(real, m), pack_samples(fake, m), keys[::m],
                                   (real_y, fake_y) if conditional else None)
                    if weight > 0 else jnp.zeros(()))
-        return adversarial + weight * penalty, (new_c_state, adversarial, penalty)
+        objective, terms = adversarial + weight * penalty, {"critic_loss": adversarial, "penalty": penalty}
+        if acgan > 0:
+            real_classes, fake_classes = jnp.split(class_logits, 2)
+            terms["acgan_critic_loss"] = (losses.auxiliary_classifier_loss(real_classes, real_y)
+                                          + losses.auxiliary_classifier_loss(fake_classes, fake_y))
+            objective = objective + acgan * terms["acgan_critic_loss"]
+        if aug.ada:
+            terms["real_signs"] = jnp.sum(jnp.sign(real_logits))
+        return objective, (new_c_state, terms)
 
     def critic_update(g_params, carry, inputs):
         c_params, c_state, c_opt_state = carry
-        grads, (c_state, adversarial, penalty) = jax.grad(critic_objective, has_aux=True)(
-            c_params, c_state, g_params, *inputs)
+        grads, (c_state, terms) = jax.grad(critic_objective, has_aux=True)(c_params, c_state, g_params, *inputs)
         grads, c_state = jax.lax.pmean((grads, c_state), DATA_AXIS)
+        if aug.ada:  # a sum of ±1 and 0 over the global batch: exact, whatever the device count
+            terms["real_signs"] = jax.lax.psum(terms["real_signs"], DATA_AXIS)
         updates, c_opt_state = engine.critic_opt.update(grads, c_opt_state, c_params)
         c_params = optax.apply_updates(c_params, updates)
-        return (c_params, c_state, c_opt_state), (adversarial, penalty)
+        return (c_params, c_state, c_opt_state), terms
 
     split = lambda x: (None, None) if x is None else (x[:n_critic], x[n_critic:])
     per_update = (inputs.real, inputs.critic_noise, inputs.penalty_keys, inputs.real_labels,
-                  inputs.critic_fake_labels)
+                  inputs.critic_fake_labels, inputs.critic_augment_keys)
     critic_inputs, unrolled_inputs = zip(*map(split, per_update))
 
-    critic_carry, (critic_losses, penalty_values) = jax.lax.scan(
+    critic_carry, critic_terms = jax.lax.scan(
         functools.partial(critic_update, g_params),
         (state.critic_params, state.critic_state, state.critic_opt_state),
         critic_inputs, unroll=unroll_loops)
@@ -344,10 +477,18 @@ def _local_step(cfg: ml_collections.ConfigDict, engine: Engine, state: TrainStat
         c_params, c_state, _ = carry
         fake, new_g_state = _generate(engine, g_params, g_state, inputs.generator_noise, inputs.generator_labels,
                                       True)
-        logits, _ = _apply_critic(engine, c_params, c_state, fake, False, inputs.generator_labels)
-        return engine.loss.generator(logits), new_g_state
+        if aug.policy:
+            fake = seen(inputs.generator_augment_keys, fake)
+        out, _ = _apply_critic(engine, c_params, c_state, fake, False, inputs.generator_labels)
+        logits, class_logits = _scores(engine, out)
+        adversarial = engine.loss.generator(logits)
+        objective, terms = adversarial, {"generator_loss": adversarial}
+        if acgan > 0:
+            terms["acgan_generator_loss"] = losses.auxiliary_classifier_loss(class_logits, inputs.generator_labels)
+            objective = objective + acgan * terms["acgan_generator_loss"]
+        return objective, (new_g_state, terms)
 
-    (generator_loss, new_g_state), g_grads = jax.value_and_grad(generator_objective, has_aux=True)(g_params)
+    g_grads, (new_g_state, generator_terms) = jax.grad(generator_objective, has_aux=True)(g_params)
     g_grads, new_g_state = jax.lax.pmean((g_grads, new_g_state), DATA_AXIS)
     g_updates, g_opt_state = engine.generator_opt.update(g_grads, state.generator_opt_state, g_params)
     c_params, c_state, c_opt_state = critic_carry
@@ -363,12 +504,20 @@ def _local_step(cfg: ml_collections.ConfigDict, engine: Engine, state: TrainStat
         generator_opt_state=g_opt_state,
         critic_opt_state=c_opt_state,
     )
+    real_signs = critic_terms.pop("real_signs", None)  # (n_critic,) with ADA
     metrics = {
-        "critic_loss": jnp.mean(critic_losses),
-        "generator_loss": generator_loss,
-        "penalty": jnp.mean(penalty_values),
+        "critic_loss": jnp.mean(critic_terms.pop("critic_loss")),
+        "generator_loss": generator_terms.pop("generator_loss"),  # the adversarial part, as critic_loss
+        "penalty": jnp.mean(critic_terms.pop("penalty")),
+        **{name: jnp.mean(values) for name, values in critic_terms.items()},
+        **generator_terms,
     }
     metrics = jax.lax.pmean(metrics, DATA_AXIS)
+    if aug.ada:  # the same on every device: not averaged (an average of equal numbers may round)
+        logits = cfg.data.batch_size // m * n_critic
+        new_state = new_state.replace(augment_state=_ada_state(
+            aug, state, real_signs, logits * aug.interval, cfg.data.batch_size * n_critic * aug.interval))
+        metrics.update(augment_p=p, ada_real_sign=jnp.sum(real_signs) / logits)
     finite = all_finite((metrics, new_state.generator_params, new_state.critic_params))
     new_state = jax.tree.map(functools.partial(_keep_if, finite), new_state, state)
     metrics["nonfinite"] = jnp.logical_not(finite)
@@ -397,7 +546,8 @@ def make_train_step(cfg: ml_collections.ConfigDict, engine: Engine, source: Data
             f"per device, not divisible by config.loss.pack={engine.pack}: each device packs its own samples")
     per_update, per_example = P(None, DATA_AXIS), P(DATA_AXIS)
     labelled = (per_update, per_update, per_example) if cfg.model.get("num_classes", 0) else (None, None, None)
-    batch_spec = StepInputs(per_update, per_update, per_update, per_example, *labelled)
+    augmented = (per_update, per_example) if engine.augmentation.policy else (None, None)
+    batch_spec = StepInputs(per_update, per_update, per_update, per_example, *labelled, *augmented)
     # check_vma=False: gradients are averaged explicitly with pmean (with it on, JAX would already psum
     # the gradients of the replicated parameters, and the pmean would scale them by the device count).
     sharded_step = jax.shard_map(

@@ -219,6 +219,24 @@ def least_squares_generator_loss(fake_logits: jax.Array, weights: Weights = None
     return _generator_loss(lambda l: 0.5 * jnp.square(l - 1.0), fake_logits, weights)
 
 
+def auxiliary_classifier_loss(class_logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """L_AC = E[logsumexp(c) − c_y] = −E log softmax(c)_y: the auxiliary classifier's cross-entropy (ACGAN).
+
+    Odena, Olah & Shlens (2017): the critic also predicts the class of what it scores, from `class_logits` c
+    (n, K) and int labels y (n,); the critic minimises L_AC on real and fake samples, the generator on its fakes
+    (both adding it to their adversarial loss with a weight, `loss.acgan_weight` in the engine).
+
+    >>> round(float(auxiliary_classifier_loss(jnp.zeros((1, 4)), jnp.array([2]))), 4)  # uniform over 4: log 4
+    1.3863
+    """
+    class_logits = jnp.asarray(class_logits)
+    if class_logits.ndim != 2 or jnp.shape(labels) != class_logits.shape[:1]:
+        raise ValueError(f"class_logits has shape {class_logits.shape} and labels {jnp.shape(labels)}; "
+                         "expected (n, num_classes) and (n,)")
+    log_probs = jax.nn.log_softmax(class_logits.astype(jnp.float32), axis=-1)
+    return -jnp.mean(jnp.take_along_axis(log_probs, jnp.asarray(labels)[:, None], axis=-1))
+
+
 # --------------------------------------------------------------------------------------------------
 # f-GAN (Nowozin, Cseke & Tomioka 2016).
 

@@ -43,7 +43,7 @@ _SETTINGS_ENTRY = "settings"  # the .npz entry holding the JSON of the training 
 # Histogram summaries (one mechanism for modes of a mixture and classes of a classifier)
 
 
-def _histogram_summary(counts: jax.Array, min_count: int) -> tuple[jax.Array, jax.Array]:
+def histogram_summary(counts: jax.Array, min_count: int) -> tuple[jax.Array, jax.Array]:
     """(#bins with count ≥ min_count, KL(p̂ ‖ U_m) = Σ p̂_k log(m p̂_k)); KL is NaN for an empty histogram."""
     m = counts.shape[0]
     total = jnp.sum(counts)
@@ -112,7 +112,7 @@ def mode_coverage(
     nearest = jnp.argmin(sq_dist, axis=1)
     high_quality = jnp.min(sq_dist, axis=1) <= (threshold * std) ** 2
     counts = jnp.bincount(nearest, weights=high_quality.astype(jnp.int32), length=m).astype(jnp.int32)
-    modes_captured, reverse_kl = _histogram_summary(counts, min_count)
+    modes_captured, reverse_kl = histogram_summary(counts, min_count)
     return ModeCoverage(modes_captured, jnp.mean(high_quality), reverse_kl, counts)
 
 
@@ -305,9 +305,12 @@ def load_or_train_classifier(
     images: jax.Array,
     labels: jax.Array,
     key: jax.Array,
+    *,
+    write: bool = True,
     **train_kwargs: Any,
 ) -> Params:
-    """Params at ``workdir/CLASSIFIER_FILE`` if trained on these data and settings, else trained and saved there.
+    """Params at ``workdir/CLASSIFIER_FILE`` if trained on these data and settings, else trained and saved there
+    (with ``write=False`` only trained: a reader of a workdir never writes into it).
 
     Training is ``train_classifier(images, labels, key, **train_kwargs)``. The cache stores the settings
     and a digest of the data beside the weights: a cache trained on other data or with other ``train_kwargs``
@@ -324,6 +327,8 @@ def load_or_train_classifier(
         except Exception as err:  # noqa: BLE001 — any unusable cache is retrained
             warnings.warn(f"classifier cache {path} is unusable ({err}); retraining it", stacklevel=2)
     params = train_classifier(images, labels, key, **train_kwargs)
+    if not write:
+        return params
     os.makedirs(os.path.dirname(path), exist_ok=True)
     arrays = {name: np.asarray(array) for name, array in flatten_dict(params, sep="/").items()}
     tmp = path + ".tmp"
@@ -347,7 +352,7 @@ def class_coverage(params: Params, images: jax.Array, *, min_count: int = 1) -> 
     _check_min_count(min_count)
     logits, _ = classifier_apply(params, images)
     counts = jnp.bincount(jnp.argmax(logits, axis=1), length=logits.shape[1]).astype(jnp.int32)
-    covered, kl = _histogram_summary(counts, min_count)
+    covered, kl = histogram_summary(counts, min_count)
     return ClassCoverage(covered, kl, counts)
 
 

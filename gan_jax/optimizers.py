@@ -22,6 +22,7 @@ import optax
 
 from gan_jax import config as config_lib
 from gan_jax import penalties
+from gan_jax.errors import GanJaxError
 from gan_jax.registry import Registry
 
 OPTIMIZERS: Registry[Callable[..., optax.GradientTransformation]] = Registry("optimizer", {
@@ -47,8 +48,8 @@ class Schedule(NamedTuple):
     build: Callable[[ml_collections.ConfigDict, str], optax.Schedule]  # (section, path) -> η(t); checks fields
 
 
-def _invalid(path: str, field: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"config.{path}.{field}={value!r} is invalid{allowed}")
+def _invalid(path: str, field: str, value: Any, allowed: str) -> GanJaxError:
+    return GanJaxError(f"config.{path}.{field}={value!r} is invalid{allowed}")
 
 
 def _constant(opt_cfg: ml_collections.ConfigDict, path: str) -> optax.Schedule:
@@ -68,20 +69,33 @@ def _step(opt_cfg: ml_collections.ConfigDict, path: str) -> optax.Schedule:
     return optax.piecewise_constant_schedule(opt_cfg.learning_rate, {b: opt_cfg.decay_factor for b in boundaries})
 
 
-def _cosine(opt_cfg: ml_collections.ConfigDict, path: str) -> optax.Schedule:
-    """η_t = η · (α + (1 − α)·½(1 + cos(π·min(t, T)/T))), T = decay_steps, α = alpha."""
+def _decay(opt_cfg: ml_collections.ConfigDict, path: str, schedule: str) -> tuple[int, float]:
+    """(T, α) = (decay_steps, alpha) of a decaying schedule, checked: T ≥ 1 generator steps, α ∈ [0, 1]."""
     if not (isinstance(opt_cfg.decay_steps, int) and opt_cfg.decay_steps >= 1):
         raise _invalid(path, "decay_steps", opt_cfg.decay_steps,
-                       " for schedule='cosine': must be a positive number of generator steps")
+                       f" for schedule={schedule!r}: must be a positive number of generator steps")
     if not 0.0 <= opt_cfg.alpha <= 1.0:
         raise _invalid(path, "alpha", opt_cfg.alpha, ": must be in [0, 1]")
-    return optax.cosine_decay_schedule(opt_cfg.learning_rate, opt_cfg.decay_steps, opt_cfg.alpha)
+    return opt_cfg.decay_steps, opt_cfg.alpha
+
+
+def _cosine(opt_cfg: ml_collections.ConfigDict, path: str) -> optax.Schedule:
+    """η_t = η · (α + (1 − α)·½(1 + cos(π·min(t, T)/T))), T = decay_steps, α = alpha."""
+    steps, alpha = _decay(opt_cfg, path, "cosine")
+    return optax.cosine_decay_schedule(opt_cfg.learning_rate, steps, alpha)
+
+
+def _linear(opt_cfg: ml_collections.ConfigDict, path: str) -> optax.Schedule:
+    """η_t = η · (1 − (1 − α)·min(t, T)/T), T = decay_steps, α = alpha (Mimicry's "linear" decay: α = 0, T = all)."""
+    steps, alpha = _decay(opt_cfg, path, "linear")
+    return optax.linear_schedule(opt_cfg.learning_rate, alpha * opt_cfg.learning_rate, steps)
 
 
 SCHEDULES: Registry[Schedule] = Registry("learning-rate schedule", {
     "constant": Schedule((), _constant),
     "step": Schedule(("boundaries", "decay_factor"), _step),
     "cosine": Schedule(("decay_steps", "alpha"), _cosine),
+    "linear": Schedule(("decay_steps", "alpha"), _linear),
 })
 
 
@@ -99,7 +113,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def optimizer_keywords(opt_cfg: ml_collections.ConfigDict, path: str = "optim") -> dict[str, Any]:
-    """{field: opt_cfg[field]} for the fields optimizer `opt_cfg.name` takes (`keywords_taken`); ValueError naming
+    """{field: opt_cfg[field]} for the fields optimizer `opt_cfg.name` takes (`keywords_taken`); GanJaxError naming
     the field for any field that neither it nor the schedule reads, set away from its base-config default."""
     name, schedule = opt_cfg.name, opt_cfg.get("schedule", "constant")
     taken = config_lib.lookup(keywords_taken, f"{path}.name", name)
@@ -110,13 +124,13 @@ def optimizer_keywords(opt_cfg: ml_collections.ConfigDict, path: str = "optim") 
         if field in _SECTION_FIELDS or field in reads:
             continue
         if field in _DIFFERENTIABLE:
-            raise ValueError(f"config.{path}.{field} cannot be set: the engine sets it (smooth updates when "
-                             "loss.unroll_steps > 0 differentiates them)")
+            raise GanJaxError(f"config.{path}.{field} cannot be set: the engine sets it (smooth updates when "
+                              "loss.unroll_steps > 0 differentiates them)")
         if field in taken:
             keywords[field] = value
         elif field not in defaults or not _same(value, defaults[field]):
             advice = f"leave it at its default {defaults[field]!r}" if field in defaults else "remove it"
-            raise ValueError(
+            raise GanJaxError(
                 f"config.{path}.{field}={value!r} is not used by optimizer {name!r} with schedule {schedule!r} "
                 f"(optax.{getattr(OPTIMIZERS[name], '__name__', name)} takes: {', '.join(('learning_rate', *taken))}; schedule "
                 f"{schedule!r} reads: {', '.join(reads) or 'learning_rate only'}); {advice}")
@@ -124,7 +138,8 @@ def optimizer_keywords(opt_cfg: ml_collections.ConfigDict, path: str = "optim") 
 
 
 def learning_rate_schedule(opt_cfg: ml_collections.ConfigDict, path: str = "optim") -> optax.Schedule:
-    """η(t), t = generator step: SCHEDULES[opt_cfg.schedule] ("constant" when unset); ValueError naming a bad field."""
+    """η(t), t = generator step: SCHEDULES[opt_cfg.schedule] ("constant" when unset); GanJaxError naming a bad
+    field."""
     schedule = opt_cfg.get("schedule", "constant")
     return config_lib.lookup(SCHEDULES.get, f"{path}.schedule", schedule).build(opt_cfg, path)
 

@@ -21,6 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from gan_jax.errors import GanJaxError
 from gan_jax.registry import Registry
 
 DATA_AXIS = "data"
@@ -48,7 +49,7 @@ def distributed_arguments(parallel_cfg: Any, environ: dict[str, str] | None = No
 
     Explicit fields (`coordinator_address`, `num_processes`, `process_id`) win; with `distributed=True`
     and no fields, JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID are used where set, and
-    whatever is still missing is left to JAX's cluster detection (Cloud TPU, SLURM). Raises ValueError
+    whatever is still missing is left to JAX's cluster detection (Cloud TPU, SLURM). Raises GanJaxError
     naming the field for incomplete or out-of-range values.
     """
     environ = os.environ if environ is None else environ
@@ -67,17 +68,17 @@ def distributed_arguments(parallel_cfg: Any, environ: dict[str, str] | None = No
     missing = [name for name, unset in (("coordinator_address", not address), ("num_processes", num <= 0),
                                        ("process_id", pid < 0)) if unset]
     if missing:
-        raise ValueError(
+        raise GanJaxError(
             f"a multi-process run needs all of parallel.coordinator_address, parallel.num_processes and "
             f"parallel.process_id (or {ENV_COORDINATOR}, {ENV_NUM_PROCESSES}, {ENV_PROCESS_ID}); missing: "
             f"{', '.join(missing)}. Example: --config.parallel.coordinator_address=10.0.0.1:1234 "
             "--config.parallel.num_processes=2 --config.parallel.process_id=0")
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"parallel.coordinator_address={address!r} is invalid: use HOST:PORT, e.g. 10.0.0.1:1234")
+        raise GanJaxError(f"parallel.coordinator_address={address!r} is invalid: use HOST:PORT, e.g. 10.0.0.1:1234")
     if not 0 <= pid < num:
-        raise ValueError(f"parallel.process_id={pid} is invalid: must be in 0..{num - 1} "
-                         f"(parallel.num_processes={num})")
+        raise GanJaxError(f"parallel.process_id={pid} is invalid: must be in 0..{num - 1} "
+                          f"(parallel.num_processes={num})")
     return dict(coordinator_address=address, num_processes=num, process_id=pid)
 
 
@@ -148,11 +149,11 @@ def make_mesh(num_devices: int = 0) -> Mesh:
     """A 1-D mesh named `data` over the first `num_devices` devices (0 = all devices of all processes)."""
     devices = jax.devices()
     if jax.process_count() > 1 and num_devices not in (0, len(devices)):
-        raise ValueError(
+        raise GanJaxError(
             f"num_devices={num_devices} in a run of {jax.process_count()} processes: a multi-process mesh "
             f"spans every process's devices; use 0 (all {len(devices)}).")
     if num_devices < 0 or num_devices > len(devices):
-        raise ValueError(
+        raise GanJaxError(
             f"num_devices={num_devices} but {len(devices)} device(s) are visible; use 0 (all) or a "
             f"number in 1..{len(devices)}. On CPU, simulate N devices with "
             "XLA_FLAGS=--xla_force_host_platform_device_count=N.")
@@ -162,14 +163,14 @@ def make_mesh(num_devices: int = 0) -> Mesh:
 
 
 def check_batch_divisible(batch_size: int, devices: int | Mesh) -> int:
-    """batch_size / n, the per-device batch over n devices (a count, or a mesh's size); ValueError unless n
+    """batch_size / n, the per-device batch over n devices (a count, or a mesh's size); GanJaxError unless n
     divides batch_size."""
     n = devices.size if isinstance(devices, Mesh) else int(devices)
     if n < 1:
         raise ValueError(f"device count must be >= 1, got {n}")
     if batch_size % n:
         lower, upper = (batch_size // n) * n, (batch_size // n + 1) * n
-        raise ValueError(
+        raise GanJaxError(
             f"batch_size={batch_size} is not divisible by the {n} devices; use a multiple of {n} "
             f"(e.g. {lower or upper} or {upper}) or set parallel.num_devices.")
     return batch_size // n

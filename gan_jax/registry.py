@@ -2,12 +2,14 @@
 
     LOSSES = Registry("adversarial loss", {"hinge": HINGE, ...})
     LOSSES.get("hinge")     # the entry
-    LOSSES.get("hing")      # ValueError: unknown adversarial loss 'hing'; valid names: hinge, ...
+    LOSSES.get("hing")      # GanJaxError: unknown adversarial loss 'hing'; valid names: hinge, ...
 
-Every table raises the same error wording, so the CLI reports any bad name the same way.
+Every table raises the same error (a `GanJaxError`, so the CLI reports any bad name as one line).
 """
 
 from typing import Generic, Iterator, Mapping, TypeVar
+
+from gan_jax.errors import GanJaxError
 
 T = TypeVar("T")
 
@@ -23,7 +25,7 @@ class Registry(Mapping[str, T], Generic[T]):
         try:
             return self._entries[name]
         except (KeyError, TypeError):
-            raise ValueError(f"unknown {self.kind} {name!r}; valid names: {', '.join(self._entries)}") from None
+            raise GanJaxError(f"unknown {self.kind} {name!r}; valid names: {', '.join(self._entries)}") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
@@ -42,5 +44,5 @@ class Registry(Mapping[str, T], Generic[T]):
         return tuple(self._entries)
 
     def get(self, name: str) -> T:  # type: ignore[override]  # no default: an unknown name is an error
-        """The entry called `name`; ValueError naming the valid names otherwise."""
+        """The entry called `name`; GanJaxError naming the valid names otherwise."""
         return self[name]

@@ -1,6 +1,7 @@
 """What a run writes beside its checkpoints, and the checks on it at resume: metrics.jsonl (+ TensorBoard events),
-config.json and config_history/<step>.json (each segment's config), and the list of settings a resumed segment
-changed. Used by gan_jax.trainer; only process 0 calls the writers.
+config.json and config_history/<step>.json (each segment's config, recorded by the trainer once the segment's
+first checkpoint is on disk), and the list of settings a resumed segment changed. Used by gan_jax.trainer; only
+process 0 calls the writers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import ml_collections
 
 from gan_jax import checkpoint
 from gan_jax import config as config_lib
+from gan_jax.errors import GanJaxError
 
 
 class MetricsLog:
@@ -30,7 +32,7 @@ class MetricsLog:
         self._tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=resume_step + 1)
 
     def _read_lines(self) -> list[str]:
-        """The file's lines, each checked to be a JSON object with a step; ValueError naming the line."""
+        """The file's lines, each checked to be a JSON object with a step; GanJaxError naming the line."""
         with open(self.path) as f:
             lines = [line if line.endswith("\n") else line + "\n" for line in f if line.strip()]
         for number, line in enumerate(lines, 1):
@@ -38,7 +40,7 @@ class MetricsLog:
                 if not isinstance(json.loads(line)["step"], int):
                     raise TypeError("step is not an integer")
             except (ValueError, KeyError, TypeError) as err:
-                raise ValueError(
+                raise GanJaxError(
                     f"{self.path} line {number} is not a metrics entry ({type(err).__name__}: {err}); "
                     "repair or remove that line, or move the file away, and rerun. Nothing was written.") from None
         return lines
@@ -55,8 +57,14 @@ class MetricsLog:
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
-    with open(os.path.join(workdir, "config.json")) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    """The config of the run in `workdir`: its config.json, written with the run's first checkpoint."""
+    path = os.path.join(workdir, "config.json")
+    try:
+        with open(path) as f:
+            return ml_collections.ConfigDict(json.load(f))
+    except FileNotFoundError:
+        raise GanJaxError(f"{path} does not exist: {workdir} is not a gan_jax run folder, or its run has not saved "
+                          "its first checkpoint yet") from None
 
 
 # Settings that change when and where things are written or how data reach the step, not the numbers the run
@@ -90,12 +98,14 @@ def report_config_changes(workdir: str, cfg: ml_collections.ConfigDict, start: i
 
 
 def save_config(workdir: str, cfg: ml_collections.ConfigDict, start: int) -> None:
-    """config.json (this segment's) and config_history/<start step>.json (every segment's)."""
+    """config.json (this segment's) and config_history/<start step>.json (every segment's), each replaced whole
+    (a reader never sees half a file)."""
     text = cfg.to_json(indent=2)
     os.makedirs(os.path.join(workdir, "config_history"), exist_ok=True)
     for path in (os.path.join(workdir, "config_history", f"{start}.json"), os.path.join(workdir, "config.json")):
-        with open(path, "w") as f:
+        with open(f"{path}.tmp", "w") as f:
             f.write(text)
+        os.replace(f"{path}.tmp", path)
 
 
 def refuse_structural_changes(workdir: str, cfg: ml_collections.ConfigDict) -> None:

@@ -3,7 +3,9 @@
 `experiments/train.py` only defines flags and calls `train_and_evaluate`; tests and notebooks import this module.
 Running again with the same workdir resumes from its newest valid checkpoint, bit for bit. The workdir
 receives checkpoints/, metrics.jsonl, TensorBoard events (tb/), samples/*.png, config.json, config_history/ and
-summary.json. SIGTERM/SIGINT save a checkpoint at the current step and raise `Preempted`.
+summary.json. SIGTERM/SIGINT at any moment of a run end it with `Preempted`, whose message says what is saved
+(while training: a checkpoint of the current step, saved first). A segment's config is recorded (config.json,
+config_history/) once its first checkpoint is on disk, so a segment that fails before then leaves no record.
 
 Periodic work runs from one table, `PERIODIC`: (name, config field giving every how many generator steps,
 action). An action runs after the fused call that crosses a multiple of its period; "log" also after the last
@@ -30,9 +32,10 @@ from gan_jax import checkpoint
 from gan_jax import config as config_lib
 from gan_jax import engine as engine_lib
 from gan_jax import metrics as metrics_lib
-from gan_jax import parallel, plotting, run_records
+from gan_jax import parallel, plotting, run_records, scoring
 from gan_jax import workdir as workdir_lib
-from gan_jax.data import Batch, DataSource, make_source, pipeline, toy
+from gan_jax.data import Batch, DataSource, images, make_source, pipeline, toy
+from gan_jax.errors import GanJaxError
 
 # Records of a labelled dataset the evaluation classifier is trained on (the first ones): all of the digits;
 # for large datasets a fixed subset, so the classifier costs seconds and host memory stays bounded.
@@ -40,31 +43,46 @@ CLASSIFIER_RECORDS = 10_000
 FIGURE_IMAGES = 64  # images in a sample grid (unconditional); conditional grids show FIGURE_COLUMNS per class
 FIGURE_COLUMNS = 8
 FIGURE_CLASSES = 16  # classes shown in a conditional grid (the first ones)
+BEST_DIR = "best"  # in the workdir: the checkpoint of the best step by config.eval.best_metric
 
 
-class NonFiniteLossError(FloatingPointError):
-    """A train step produced a NaN/Inf loss or parameter."""
+class NonFiniteLossError(GanJaxError):
+    """A train step produced a NaN/Inf loss or parameter (the message names the step, the last good checkpoint
+    and the fix)."""
 
 
-class Preempted(Exception):
-    """SIGTERM/SIGINT arrived; a checkpoint of the current step has been saved."""
+class Preempted(BaseException):
+    """SIGTERM/SIGINT ended the run; the message says when and what is saved.
 
-    def __init__(self, signum: int, step: int):
-        super().__init__(f"signal {signum} received: saved checkpoint at step {step}")
-        self.signum, self.step = signum, step
+    A BaseException like KeyboardInterrupt: raised from the signal handler during the final evaluation, it is
+    not swallowed by an `except Exception` in the code it interrupts.
+    """
+
+    def __init__(self, signum: int, status: str):
+        super().__init__(f"{signal.Signals(signum).name} received {status}")
+        self.signum = signum
 
 
 class _StopRequest:
-    """Records SIGTERM/SIGINT so the loop can checkpoint between fused calls, then restores the old handlers.
+    """SIGTERM/SIGINT during a run: recorded and acted on where stopping is safe; restores the old handlers.
+
+    `status` says when a signal would stop the run and what is saved then; the trainer updates it. The handler
+    records the signal; `check()` raises Preempted with `status` (start-up calls it between its steps), and the
+    loop saves the current step before raising (`requested()`). While `immediate` (the final evaluation, when
+    the training is saved and nothing is being written) the handler raises Preempted at once. A signal that
+    arrives after the last check is raised when the block ends without another error.
 
     One process: Python handlers record the signal. Several processes: SIGTERM is left to JAX's runtime,
     whose preemption service tells every process (`multihost_utils.reached_preemption_sync_point`), so all
-    save the same step; SIGINT (Ctrl-C) is turned into a SIGTERM to this process to take the same path.
+    save the same step; SIGINT (Ctrl-C) is turned into a SIGTERM to this process to take the same path (so
+    there, a signal outside the loop is not seen: start-up and the final evaluation run to their end).
     """
 
     def __init__(self, multi_process: bool):
         self.multi_process = multi_process
         self.signum = None
+        self.status = "during start-up: nothing was trained or saved"
+        self.immediate = False
         self._calls = 0  # fused calls so far: the sync point's step counter, the same on every process
         self._previous = {}
 
@@ -78,6 +96,13 @@ class _StopRequest:
     def _record(self, signum, frame):
         del frame
         self.signum = signum
+        if self.immediate:
+            self.check()
+
+    def check(self) -> None:
+        """Raises Preempted (with `status`) if a signal has arrived."""
+        if self.signum is not None:
+            raise Preempted(self.signum, self.status)
 
     def _forward_as_sigterm(self, signum, frame):
         del signum, frame
@@ -90,60 +115,43 @@ class _StopRequest:
             self.signum = signal.SIGTERM
         return self.signum is not None
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        if exc_type is None:
+            self.check()
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Evaluation: the metrics are chosen by what the data have, never by their name.
 
 
-def _flat(x: Any) -> jax.Array:
-    x = jnp.asarray(x)
-    return x.reshape(x.shape[0], -1)
+def evaluator(cfg: ml_collections.ConfigDict, source: DataSource, classifier: Any = None, *,
+              write_cache: bool = True) -> Callable[[scoring.Generate], dict[str, Any]]:
+    """`evaluate(generate)`: `scoring.score` of the samples `generate(start, stop)` gives (mode/class coverage,
+    sliced W₁, eval.metrics in eval.extractor's features, built once here); the real data's reference features
+    are cached in the data directory (written by process 0 when `write_cache`)."""
+    extractor = scoring.make_extractor(cfg, source, classifier)
+    key = jax.random.key(cfg.seed + 2)
+    return lambda generate: scoring.score(cfg, source, generate, key, extractor=extractor, classifier=classifier,
+                                          cache_dir=_reference_cache_dir(cfg),
+                                          write_cache=write_cache and parallel.is_writer())
 
 
-def real_examples(source: DataSource, n: int, key: jax.Array) -> Batch:
-    """n real examples to compare samples with: toy draws from `key`, else the first n records (model input)."""
-    if source.records is None:
-        return source.sample(source.arrays, key, 0, n)
-    return source.real_batch(range(min(n, len(source.records))))
+def _reference_cache_dir(cfg: ml_collections.ConfigDict) -> str | None:
+    """Where the real data's reference features are cached: the data directory (none for toy data)."""
+    if cfg.data.name in toy.names():
+        return None
+    return cfg.data.data_dir or images.default_data_dir()
 
 
-def evaluate(cfg: ml_collections.ConfigDict, source: DataSource, samples: jax.Array, key: jax.Array,
-             workdir: str, sample_labels: jax.Array | None = None) -> dict[str, float]:
-    """{metric name: value} for generator `samples` (drawn for `sample_labels` when conditional).
-
-    Every dataset: sliced W₁ to as many real examples. Toy mixtures: mode coverage, high-quality share,
-    reverse KL of the mode histogram. Labelled images: class coverage, the classifier Inception-style score and
-    Fréchet distance from a classifier trained on this dataset (cached in the workdir by a digest of the data),
-    and for a conditional generator the classifier's mean per-class accuracy on the samples.
-    """
-    del cfg
-    samples = jnp.asarray(samples)
-    n = samples.shape[0]
-    result: dict[str, float] = {}
-    data_key, w_key = jax.random.split(key)
-    dist = source.distribution
-    if dist is not None and dist.means is not None:
-        cover = metrics_lib.mode_coverage(samples, jnp.asarray(dist.means), dist.std)
-        result.update(modes_captured=int(cover.modes_captured), n_modes=len(dist.means),
-                      high_quality=float(cover.high_quality_fraction), mode_reverse_kl=float(cover.reverse_kl))
-    real = real_examples(source, n, data_key)
-    result["sliced_w1"] = float(metrics_lib.sliced_w1(_flat(samples), _flat(real.x), w_key))
-    if source.num_classes:
-        train = source.real_batch(range(min(CLASSIFIER_RECORDS, len(source.records))))
-        params = metrics_lib.load_or_train_classifier(workdir, train.x, train.y, w_key,
-                                                      num_classes=source.num_classes)
-        cover = metrics_lib.class_coverage(params, samples)
-        result.update(classes_covered=int(cover.classes_covered),
-                      class_reverse_kl=float(cover.reverse_kl),
-                      inception_score=float(metrics_lib.inception_score(params, samples)),
-                      frechet_distance=float(metrics_lib.frechet_distance(params, jnp.asarray(real.x), samples)))
-        if sample_labels is not None:
-            result["class_accuracy"] = float(metrics_lib.class_accuracy(params, samples, jnp.asarray(sample_labels)))
-    return result
+def run_classifier(cfg: ml_collections.ConfigDict, source: DataSource, workdir: str, *, write: bool = True) -> Any:
+    """The classifier of the run's labelled data (cached in `workdir`; `write=False` never writes), or None."""
+    if not source.num_classes:
+        return None
+    train = source.real_batch(range(min(CLASSIFIER_RECORDS, len(source.records))))
+    return metrics_lib.load_or_train_classifier(workdir, train.x, train.y, jax.random.key(cfg.seed + 2),
+                                                num_classes=source.num_classes, write=write)
 
 
 def _plot(path: str, source: DataSource, samples: np.ndarray, title: str, conditional: bool) -> str:
@@ -162,16 +170,16 @@ def _plot(path: str, source: DataSource, samples: np.ndarray, title: str, condit
 
 
 def _check_labels(cfg: ml_collections.ConfigDict, source: DataSource) -> None:
-    """ValueError unless model.num_classes is 0 or the number of classes of the data's labels."""
+    """GanJaxError unless model.num_classes is 0 or the number of classes of the data's labels."""
     wanted = int(cfg.model.get("num_classes", 0))
     if not wanted:
         return
     if not source.num_classes:
-        raise ValueError(f"config.model.num_classes={wanted} asks for a class-conditional model, but dataset "
-                         f"{source.name!r} has no labels: set --config.model.num_classes=0 or use labelled data")
+        raise GanJaxError(f"config.model.num_classes={wanted} asks for a class-conditional model, but dataset "
+                          f"{source.name!r} has no labels: set --config.model.num_classes=0 or use labelled data")
     if wanted != source.num_classes:
-        raise ValueError(f"config.model.num_classes={wanted} but dataset {source.name!r} has {source.num_classes} "
-                         f"classes: set --config.model.num_classes={source.num_classes}")
+        raise GanJaxError(f"config.model.num_classes={wanted} but dataset {source.name!r} has {source.num_classes} "
+                          f"classes: set --config.model.num_classes={source.num_classes}")
 
 
 def _build(cfg: ml_collections.ConfigDict, mesh) -> tuple[DataSource, engine_lib.Engine, engine_lib.TrainState]:
@@ -183,20 +191,54 @@ def _build(cfg: ml_collections.ConfigDict, mesh) -> tuple[DataSource, engine_lib
     return source, engine, state
 
 
-def restore_state(workdir: str, cfg: ml_collections.ConfigDict | None = None) -> engine_lib.TrainState:
-    """The newest valid `TrainState` saved in `workdir`, read-only: safe beside a live run, writes nothing.
-
-    The config comes from `workdir/config.json` by default. Raises checkpoint.NoValidCheckpointError when the
-    workdir holds no committed, valid step.
-    """
-    cfg = run_records.read_config(workdir) if cfg is None else cfg
+def _readonly_pieces(workdir: str, cfg: ml_collections.ConfigDict | None):
+    """(config, data source, engine, abstract state) of a workdir's run, reading only metadata of the records."""
+    cfg = config_lib.config_from_dict(run_records.read_config(workdir).to_dict()) if cfg is None else cfg
     data_cfg = cfg.data.copy_and_resolve_references()
     if data_cfg.name not in toy.names():
         data_cfg.pipeline = "streamed"  # only the records' metadata is read
     source = make_source(data_cfg)
     engine = engine_lib.make_engine(cfg, source.shape)
     like = jax.eval_shape(lambda: engine_lib.create_state(cfg, engine, source.shape))
+    return cfg, source, engine, like
+
+
+def restore_state(workdir: str, cfg: ml_collections.ConfigDict | None = None) -> engine_lib.TrainState:
+    """The newest valid `TrainState` saved in `workdir`, read-only: safe beside a live run, writes nothing.
+
+    The config comes from `workdir/config.json` by default. Raises checkpoint.NoValidCheckpointError when the
+    workdir holds no committed, valid step.
+    """
+    cfg, _, _, like = _readonly_pieces(workdir, cfg)
     return checkpoint.restore_readonly(workdir, like, cfg)[1]
+
+
+def evaluate_checkpoint(workdir: str, *, step: int | str = "latest",
+                        overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """{step, extractor, metric: value, ...} of a saved step of `workdir` ("latest", "best" or a number),
+    read-only: safe beside a live run, writes nothing (the reference features are not cached either).
+
+    `overrides`: dotted config fields to change for this evaluation only, e.g. {"eval.metrics": "fid,kid",
+    "train.eval_samples": 50000, "eval.extractor": "inception"}. Runs in this one process on its devices.
+    """
+    cfg = config_lib.config_from_dict(run_records.read_config(workdir).to_dict())
+    for field, value in (overrides or {}).items():
+        section, name = field.split(".")
+        cfg[section][name] = type(cfg[section][name])(value)
+    cfg.parallel = config_lib.base_config().parallel  # one process, its devices
+    config_lib.validate(cfg)
+    cfg, source, engine, like = _readonly_pieces(workdir, cfg)
+    scoring.check(cfg, source)
+    path = os.path.join(workdir, BEST_DIR) if step == "best" else workdir
+    number = None if step in ("latest", "best") else int(step)
+    saved_step, state = checkpoint.restore_readonly(path, like, cfg, step=number)
+    mesh = parallel.make_mesh(0)
+    state = parallel.replicate(state, mesh)
+    classifier = run_classifier(cfg, source, workdir, write=False)
+    sample = _make_sample_fn(cfg, source, engine, mesh, lambda: state)
+    scores = evaluator(cfg, source, classifier, write_cache=False)(sample("eval"))
+    return {"workdir": os.path.abspath(workdir), "step": int(saved_step), "samples": int(cfg.train.eval_samples),
+            **scores}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -229,9 +271,24 @@ class _Loop:
         self.writer = parallel.is_writer()
         self.start, self.step, self.chunk, self.t0 = start, start, None, time.perf_counter()
         self.bar = None
+        self.evaluate: Callable[[], dict[str, Any]] = dict  # the run's scores of the current state
+        self.best: _BestStep | None = None  # with config.eval.best_metric
+        self.config_recorded = False  # whether this segment's config is in config.json and config_history/
 
     def steps_per_sec(self) -> float:
         return (self.step - self.start) / (time.perf_counter() - self.t0)
+
+    def save(self, wait: bool = False) -> None:
+        """Saves a checkpoint of the current step (asynchronously unless `wait`). The segment's first checkpoint
+        is waited for and then its config recorded: a segment that fails before it leaves the records as they
+        were, and the run it resumes from is not taken for a changed one."""
+        self.checkpointer.save(self.state)
+        if wait or not self.config_recorded:
+            self.checkpointer.wait()
+        if not self.config_recorded and self.step > self.start:
+            if self.writer:
+                run_records.save_config(self.workdir, self.cfg, self.start)
+            self.config_recorded = True
 
 
 def _log_action(loop: _Loop) -> None:
@@ -252,14 +309,53 @@ def _figure_action(loop: _Loop) -> None:
 
 
 def _evaluate_action(loop: _Loop) -> None:
-    samples, labels = loop.sample("eval")
+    values = loop.evaluate()  # every process generates; process 0 writes
+    if loop.best is not None:
+        loop.best.offer(loop.state, loop.step, values)
     if loop.writer:
-        values = evaluate(loop.cfg, loop.source, samples, jax.random.key(loop.cfg.seed + 2), loop.workdir, labels)
-        loop.log.write(loop.step, {f"eval/{name}": value for name, value in values.items()})
+        loop.log.write(loop.step, {f"eval/{name}": value for name, value in values.items()
+                                   if isinstance(value, (int, float))})
+
+
+class _BestStep:
+    """The best step by config.eval.best_metric, kept in workdir/best/ (its own checkpoint folder, one step, and
+    best.json) beside the latest steps, whatever max_to_keep rotates out of checkpoints/."""
+
+    def __init__(self, cfg: ml_collections.ConfigDict, workdir: str):
+        self.metric = str(cfg.eval.best_metric)
+        self.lower = self.metric.rsplit("/", 1)[-1] in scoring.LOWER_IS_BETTER
+        folder = os.path.join(workdir, BEST_DIR)
+        self.record = os.path.join(folder, "best.json")
+        best_cfg = cfg.copy_and_resolve_references()
+        best_cfg.train.max_to_keep = 1
+        self.checkpointer = checkpoint.Checkpointer(folder, best_cfg)
+        self.value = None
+        if os.path.exists(self.record):  # a resumed run continues from the best so far
+            with open(self.record) as f:
+                self.value = json.load(f)["value"]
+
+    def offer(self, state: engine_lib.TrainState, step: int, values: dict[str, Any]) -> None:
+        """Saves `state` as the best step when values[metric] beats the best so far (every process takes part)."""
+        value = values.get(self.metric)
+        if value is None or not np.isfinite(value):
+            return
+        if self.value is not None and (value >= self.value if self.lower else value <= self.value):
+            return
+        self.checkpointer.save(state)
+        self.checkpointer.wait()
+        self.value = float(value)
+        if parallel.is_writer():
+            tmp = f"{self.record}.tmp"
+            with open(tmp, "w") as f:
+                json.dump({"metric": self.metric, "value": self.value, "step": step}, f)
+            os.replace(tmp, self.record)
+
+    def close(self) -> None:
+        self.checkpointer.close()
 
 
 def _checkpoint_action(loop: _Loop) -> None:
-    loop.checkpointer.save(loop.state)
+    loop.save()
 
 
 class Periodic(NamedTuple):
@@ -293,19 +389,25 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *, progress
     train and take part in checkpoint saves and restores, and only process 0 writes logs, figures,
     config.json and summary.json (the others return the same summary without writing it).
     """
+    workdir = workdir_lib.resolve(workdir)  # an empty --workdir (the current directory) is refused first
     config_lib.validate(cfg)
     multi_process = parallel.initialize_distributed(cfg.parallel)
-    mesh = parallel.make_mesh(cfg.parallel.num_devices)
-    parallel.check_batch_divisible(cfg.data.batch_size, mesh)
-    source, engine, state = _build(cfg, mesh)
-    run_records.refuse_structural_changes(workdir, cfg)
-    workdir = workdir_lib.prepare(workdir)  # refuses a file, a foreign folder, ... before writing anything
-    with workdir_lib.acquire(workdir) as lock:  # one run per workdir; the kernel frees it if this process dies
-        checkpointer = checkpoint.Checkpointer(workdir, cfg, lock=lock)
-        try:
-            return _train(cfg, workdir, checkpointer, mesh, source, engine, state, multi_process, progress)
-        finally:
-            checkpointer.close()  # waits for pending saves
+    with _StopRequest(multi_process) as stop:  # from here a signal ends the run with a line on what is saved
+        mesh = parallel.make_mesh(cfg.parallel.num_devices)
+        parallel.check_batch_divisible(cfg.data.batch_size, mesh)
+        source, engine, state = _build(cfg, mesh)
+        scoring.check(cfg, source)
+        stop.check()
+        workdir = workdir_lib.prepare(workdir)  # refuses a file, a foreign folder, ... before writing anything
+        run_records.refuse_structural_changes(workdir, cfg)  # a gan_jax workdir's config.json (prepare wrote none)
+        state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(state))
+        # One run per workdir (the kernel frees the lock if this process dies); a full disk is one error line.
+        with workdir_lib.acquire(workdir) as lock, workdir_lib.disk_full_as_error(workdir, state_bytes):
+            checkpointer = checkpoint.Checkpointer(workdir, cfg, lock=lock)
+            try:
+                return _train(cfg, workdir, checkpointer, mesh, source, engine, state, stop, progress)
+            finally:
+                checkpointer.close()  # waits for pending saves
 
 
 def _data_feed(cfg: ml_collections.ConfigDict, source: DataSource, state: engine_lib.TrainState, mesh,
@@ -335,64 +437,82 @@ def _describe_data(source: DataSource) -> str:
 
 
 def _train(cfg: ml_collections.ConfigDict, workdir: str, checkpointer: checkpoint.Checkpointer, mesh,
-           source: DataSource, engine: engine_lib.Engine, state: engine_lib.TrainState, multi_process: bool,
+           source: DataSource, engine: engine_lib.Engine, state: engine_lib.TrainState, stop: _StopRequest,
            progress: bool) -> dict[str, Any]:
-    """The training loop of `train_and_evaluate`, run while holding the workdir's lock."""
+    """The training loop of `train_and_evaluate`, run while holding the workdir's lock; `stop`: its signals."""
     writer = parallel.is_writer()
     restored = checkpointer.restore_latest(state)
     if restored is not None:
         state = parallel.replicate(restored, mesh)
     start = int(state.step)
-    log = run_records.MetricsLog(workdir, start) if writer else None
+    if start:
+        stop.status = (f"during start-up: nothing was trained; checkpoint step {start} in {checkpointer.directory} "
+                       "is as it was; rerun the same command to resume")
+    stop.check()
     if writer:
         print(_describe_data(source), file=sys.stderr)
+    log = run_records.MetricsLog(workdir, start) if writer else None
+    if writer:
         if start:
             print(f"resuming from checkpoint step {start} in {checkpointer.directory}", file=sys.stderr)
             run_records.report_config_changes(workdir, cfg, start)
-        run_records.save_config(workdir, cfg, start)
         os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
 
     calls = schedule(start, cfg.train.steps, cfg.train.steps_per_call)
     feed, streamed = _data_feed(cfg, source, state, mesh, calls)
     steps = {}
     sample = _make_sample_fn(cfg, source, engine, mesh, lambda: loop.state)
+    classifier = parallel.writer_first(lambda: run_classifier(cfg, source, workdir), "classifier")
     loop = _Loop(cfg, workdir, checkpointer, source, state, sample, log, start)
+    evaluate = evaluator(cfg, source, classifier)
+    loop.evaluate = lambda: evaluate(sample("eval"))
+    loop.best = _BestStep(cfg, workdir) if cfg.eval.get("best_metric") else None
+    stop.check()  # the end of start-up: a signal from here on is answered with a checkpoint
     loop.bar = tqdm(total=cfg.train.steps, initial=start, desc="train", unit="step",
                     disable=not (progress and writer), dynamic_ncols=True)
     try:
-        with _StopRequest(multi_process) as stop:
-            for (first, n), data in zip(calls, feed):
-                if n not in steps:
-                    steps[n] = engine_lib.make_train_step(cfg, engine, source, mesh, steps_per_call=n)
-                loop.state, chunk = steps[n](loop.state, data)
-                chunk = jax.device_get(chunk)
-                if chunk["nonfinite"].any():
-                    bad = first + int(np.argmax(chunk["nonfinite"]))
-                    last = checkpointer.latest_step()
-                    raise NonFiniteLossError(
-                        f"non-finite loss or parameters at step {bad} (critic_loss={chunk['critic_loss'].tolist()}, "
-                        f"generator_loss={chunk['generator_loss'].tolist()}); the state was not updated and not "
-                        "saved. Last good checkpoint: "
-                        f"{'step %d in %s' % (last, checkpointer.directory) if last is not None else 'none'}. "
-                        "Lower the learning rates or raise the penalty weight.")
-                previous, loop.step, loop.chunk = first, first + n, chunk
-                loop.bar.update(n)
-                for periodic in PERIODIC:
-                    if _due(periodic, cfg, loop.step, previous):
-                        periodic.action(loop)
-                if stop.requested():
-                    checkpointer.save(loop.state)
-                    checkpointer.wait()
-                    raise Preempted(stop.signum, loop.step)
-        checkpointer.save(loop.state)
-        checkpointer.wait()
+        for (first, n), data in zip(calls, feed):
+            if n not in steps:
+                steps[n] = engine_lib.make_train_step(cfg, engine, source, mesh, steps_per_call=n)
+            loop.state, chunk = steps[n](loop.state, data)
+            chunk = jax.device_get(chunk)
+            if chunk["nonfinite"].any():
+                bad = first + int(np.argmax(chunk["nonfinite"]))
+                last = checkpointer.latest_step()
+                raise NonFiniteLossError(
+                    f"non-finite loss or parameters at step {bad} (critic_loss={chunk['critic_loss'].tolist()}, "
+                    f"generator_loss={chunk['generator_loss'].tolist()}); the state was not updated and not "
+                    "saved. Last good checkpoint: "
+                    f"{'step %d in %s' % (last, checkpointer.directory) if last is not None else 'none'}. "
+                    "Lower the learning rates or raise the penalty weight.")
+            previous, loop.step, loop.chunk = first, first + n, chunk
+            loop.bar.update(n)
+            for periodic in PERIODIC:
+                if _due(periodic, cfg, loop.step, previous):
+                    periodic.action(loop)
+            if stop.requested():
+                loop.save(wait=True)
+                raise Preempted(stop.signum, f"at step {loop.step}: checkpoint at step {loop.step} saved in "
+                                             f"{checkpointer.directory}; rerun the same command to resume")
+        loop.save(wait=True)
     finally:
         loop.bar.close()
         if log:
             log.close()
 
     step = loop.step
-    figure, (samples, labels) = sample("figure"), sample("eval")
+    stop.status = (f"during the final evaluation: training finished and step {step} is saved in "
+                   f"{checkpointer.directory}; rerun the same command to evaluate")
+    if writer:
+        print(f"evaluating step {step}: {cfg.train.eval_samples} samples", file=sys.stderr)
+    stop.immediate = True  # the training is saved and nothing is being written: a signal stops at once
+    stop.check()
+    figure = sample("figure")
+    scores = loop.evaluate()
+    stop.immediate = False  # the best step, the figure and summary.json are written whole
+    if loop.best is not None:
+        loop.best.offer(loop.state, step, scores)
+        loop.best.close()
     summary = {
         "step": step,
         "workdir": os.path.abspath(workdir),
@@ -407,9 +527,10 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, checkpointer: checkpoin
     if writer:
         _plot(summary["figure"], source, figure, f"{source.name} after {step} steps",
               bool(cfg.model.get("num_classes", 0)))
-        summary.update(evaluate(cfg, source, samples, jax.random.key(cfg.seed + 2), workdir, labels))
+        summary.update(scores)
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
+    stop.status = f"after the run finished: step {step} is saved in {checkpointer.directory} and evaluated"
     return summary
 
 
@@ -417,15 +538,16 @@ def _make_sample_fn(cfg: ml_collections.ConfigDict, source: DataSource, engine: 
                     current_state: Callable[[], engine_lib.TrainState]) -> Callable[[str], Any]:
     """`sample(kind)`: the generator's samples on fixed latents, with the EMA parameters when train.ema_decay > 0.
 
-    "eval": (train.eval_samples samples, their labels or None), labels cycling over the classes;
+    "eval": `generate(start, stop)` (scoring.Generate) of the current state: samples start..stop-1 of
+    train.eval_samples on fixed latents, and their labels (cycling over the classes) or None;
     "figure": the figure's samples (for a conditional model FIGURE_COLUMNS per class, one row per class).
     """
     sampler = engine_lib.make_sampler(engine, mesh)
     n_classes = int(cfg.model.get("num_classes", 0))
     n_eval = cfg.train.eval_samples
-    eval_noise = parallel.replicate(
-        jax.random.normal(jax.random.key(cfg.seed + 1), (n_eval, cfg.model.latent_dim)), mesh)
-    eval_labels = parallel.replicate(jnp.arange(n_eval, dtype=jnp.int32) % n_classes, mesh) if n_classes else None
+    # The latents of every eval sample are drawn at once (n × latent_dim floats: small); the samples never are.
+    eval_noise = np.asarray(jax.random.normal(jax.random.key(cfg.seed + 1), (n_eval, cfg.model.latent_dim)))
+    eval_labels = np.arange(n_eval, dtype=np.int32) % n_classes if n_classes else None
     if n_classes:
         shown = min(n_classes, FIGURE_CLASSES)
         fig_labels = parallel.replicate(jnp.repeat(jnp.arange(shown, dtype=jnp.int32), FIGURE_COLUMNS), mesh)
@@ -433,14 +555,20 @@ def _make_sample_fn(cfg: ml_collections.ConfigDict, source: DataSource, engine: 
             jax.random.normal(jax.random.key(cfg.seed + 3), (FIGURE_COLUMNS, cfg.model.latent_dim)), (shown, 1)),
             mesh)
     else:  # the first eval samples: all of them for a scatter, the first FIGURE_IMAGES for an image grid
-        fig_labels, fig_noise = None, eval_noise[:FIGURE_IMAGES] if len(source.shape) == 3 else eval_noise
+        fig_labels = None
+        fig_noise = parallel.replicate(jnp.asarray(eval_noise[:FIGURE_IMAGES] if len(source.shape) == 3
+                                                   else eval_noise), mesh)
 
     def sample(kind: str):
         state = current_state()
         params = engine_lib.sampling_params(state)
         if kind == "eval":
-            return np.asarray(sampler(params, eval_noise, eval_labels, state.generator_state)), (
-                None if eval_labels is None else np.asarray(eval_labels))
+            def generate(start: int, stop: int):
+                labels = None if eval_labels is None else eval_labels[start:stop]
+                z = parallel.replicate(jnp.asarray(eval_noise[start:stop]), mesh)
+                y = None if labels is None else parallel.replicate(jnp.asarray(labels), mesh)
+                return np.asarray(sampler(params, z, y, state.generator_state)), labels
+            return generate
         return np.asarray(sampler(params, fig_noise, fig_labels, state.generator_state))
 
     return sample

@@ -19,30 +19,51 @@ A training run calls, on every process, after `jax.distributed` is initialised (
   continue or raise together. Call both after `jax.distributed.initialize` (they query the process index and
   count, which starts JAX's backend).
 - The lock belongs to the open file: a child made by fork() (not exec) inherits it and keeps it until it exits.
+- An empty or blank path is refused (`resolve`): it would mean the current directory.
+- A full disk while the run writes (`disk_full_as_error`) becomes one `DiskFullError` naming the newest complete
+  checkpoint and the space a checkpoint takes; the error records orbax's threads log about it are dropped (the
+  same error reaches the main thread, which reports it once).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import fcntl
 import json
+import logging
 import os
+import shutil
 import socket
 import sys
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
+
+from gan_jax.errors import GanJaxError
 
 MARKER = ".gan_jax_workdir"
 LOCK_FILE = ".gan_jax.lock"
 CHECKPOINTS = "checkpoints"
 
 
-class WorkdirError(ValueError):
+class WorkdirError(GanJaxError):
     """The workdir cannot be used: a file, not writable, or a folder that gan_jax did not create."""
 
 
 class WorkdirLockedError(WorkdirError):
     """Another live process holds the workdir's lock."""
+
+
+class DiskFullError(WorkdirError):
+    """The disk of the workdir filled up while the run wrote to it."""
+
+
+def resolve(workdir: str) -> str:
+    """The absolute path of a --workdir value; WorkdirError for an empty or blank one (the current directory)."""
+    if not str(workdir).strip():
+        raise WorkdirError(f"--workdir={workdir!r} is empty: give the run's folder, e.g. --workdir=runs/ring8 "
+                           "(an empty path would put the run's files in the current directory)")
+    return os.path.abspath(workdir)
 
 
 def _now() -> str:
@@ -147,7 +168,7 @@ def prepare(workdir: str, *, is_writer: Optional[bool] = None) -> str:
     `is_writer` (default: `jax.process_index() == 0`): the one process that creates and writes. With several
     processes this is a collective: every process calls it, and all raise when process 0 refuses.
     """
-    path = os.path.abspath(workdir)
+    path = resolve(workdir)
     is_writer = _default_is_writer(is_writer)
     error: Optional[WorkdirError] = None
     if is_writer:
@@ -162,7 +183,7 @@ def prepare(workdir: str, *, is_writer: Optional[bool] = None) -> str:
 
 def mark(workdir: str) -> str:
     """Writes the marker into an existing folder (adopting a run folder of an older gan_jax); returns its path."""
-    path = os.path.abspath(workdir)
+    path = resolve(workdir)
     if not os.path.isdir(path):
         raise WorkdirError(f"{path} is not an existing folder")
     if not os.path.exists(os.path.join(path, MARKER)):
@@ -255,7 +276,7 @@ def acquire(workdir: str, *, is_writer: Optional[bool] = None) -> WorkdirLock:
     `is_writer` as in `prepare`. Non-writers get a lock object with `held == False`; with several processes all
     raise when process 0 cannot take the lock. Release with `lock.release()` or a `with` block.
     """
-    path = os.path.abspath(workdir)
+    path = resolve(workdir)
     is_writer = _default_is_writer(is_writer)
     error: Optional[WorkdirError] = None
     fd = None
@@ -269,3 +290,116 @@ def acquire(workdir: str, *, is_writer: Optional[bool] = None) -> WorkdirLock:
         lock.release()
         raise error or WorkdirLockedError(f"--workdir {path}: process 0 could not take its lock (its error says why)")
     return lock
+
+
+# ------------------------------------------------------------------------------------------------------------
+# What is saved, and a full disk.
+
+
+def saved_steps(workdir: str) -> list[int]:
+    """Steps of the complete checkpoints in `<workdir>/checkpoints`, newest first; [] if none or unreadable.
+
+    Orbax names a step's folder by its number once the save is committed (until then it carries a tmp suffix).
+    """
+    directory = os.path.join(os.path.abspath(workdir), CHECKPOINTS)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted((int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(directory, n))), reverse=True)
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _full_disk_code(text: str, error_number: Optional[int] = None) -> Optional[int]:
+    """ENOSPC or EDQUOT if `error_number` is one or `text` holds its message (tensorstore's errors carry only the
+    text: "... No space left on device [os_error_code='28']"), else None."""
+    for code in _DISK_FULL:
+        if error_number == code or os.strerror(code) in text:
+            return code
+    return None
+
+
+def _disk_full_cause(err: Optional[BaseException]) -> Optional[int]:
+    """`_full_disk_code` of `err` or of an exception it was raised from or while handling."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        code = _full_disk_code(str(err), getattr(err, "errno", None))
+        if code is not None:
+            return code
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _disk_bytes(folder: str) -> int:
+    """Bytes `folder` and everything in it take on disk (allocated blocks, as `du` counts them)."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for path in (root, *(os.path.join(root, name) for name in files)):
+            try:
+                total += os.lstat(path).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""  # not reached
+
+
+def _disk_full_error(workdir: str, code: int, state_bytes: int) -> DiskFullError:
+    """The one-line account of a full disk: the newest complete checkpoint, what a checkpoint takes, what is free."""
+    directory = os.path.join(workdir, CHECKPOINTS)
+    steps = saved_steps(workdir)
+    if steps:
+        need = max(_disk_bytes(os.path.join(directory, str(step))) for step in steps)
+        saved = (f"checkpoint step {steps[0]} in {directory} is complete and safe (the rerun resumes from it); "
+                 f"a checkpoint takes about {_size(need)} there (the largest saved step)")
+    else:
+        saved = (f"no checkpoint was completed in {directory} (the rerun starts from step 0); a checkpoint holds "
+                 f"the state's {_size(state_bytes)} of arrays and its metadata files")
+    try:
+        free = f"{_size(shutil.disk_usage(workdir).free)} are free"
+    except OSError:
+        free = "the free space is unknown"
+    return DiskFullError(f"the disk of --workdir {workdir} is full ({os.strerror(code)}): {saved}, and {free}. "
+                         "Free some space (the unfinished save's folder is removed when the run restarts) or move "
+                         "the workdir to a larger disk, then rerun the same command.")
+
+
+class _DropDiskFullRecords(logging.Filter):
+    """Drops log records about a full disk: orbax's save threads log the error they then raise in the main thread."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        err = record.exc_info[1] if record.exc_info else None
+        return _disk_full_cause(err) is None and _full_disk_code(record.getMessage()) is None
+
+
+@contextlib.contextmanager
+def disk_full_as_error(workdir: str, state_bytes: int) -> Iterator[None]:
+    """Inside, an exception caused by a full disk is raised again as a one-line DiskFullError, and log records
+    about a full disk are dropped (orbax logs the traceback of each save thread that fails; the main thread gets
+    the same error at the next save or wait).
+
+    `state_bytes`: the bytes of the state's arrays, the size estimate when no checkpoint is on disk yet.
+    """
+    quiet = _DropDiskFullRecords()
+    loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        yield
+    except Exception as err:
+        code = _disk_full_cause(err)
+        if code is None or isinstance(err, GanJaxError):
+            raise
+        raise _disk_full_error(os.path.abspath(workdir), code, state_bytes) from err
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)

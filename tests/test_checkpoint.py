@@ -145,9 +145,10 @@ def _save(workdir, steps, cfg=None):
     saver.close()
 
 
-def _flip_a_byte_of_u(workdir, step):
-    """Flips one bit inside the stored bytes of `critic_state['u']` of `step` (orbax restores it silently)."""
-    pattern = np.asarray(_state(step).critic_state["u"]).tobytes()[8000:8064]
+def _flip_a_byte_of_u(workdir, step, at=8000):
+    """Flips one bit inside the stored bytes of `critic_state['u']` of `step`, in element (at + 10) // 4 (orbax
+    restores it silently)."""
+    pattern = np.asarray(_state(step).critic_state["u"]).tobytes()[at:at + 64]
     for root, _, files in os.walk(os.path.join(workdir, "checkpoints", str(step), "state")):
         for name in files:
             path = os.path.join(root, name)
@@ -424,8 +425,10 @@ def test_readonly_reader_beside_a_live_writer_process(tmp_path):
     assert ckpt.restore_readonly(str(tmp_path), like)[0] == 25
 
 
-# Two processes with jax.distributed (gloo): prepare/acquire agree, the Checkpointer saves and verifies fully
-# replicated global arrays, quarantines a corrupt step (renamed once, by process 0) and raises on all-corrupt.
+# Two processes with jax.distributed (gloo): prepare/acquire agree, the Checkpointer saves and verifies global
+# arrays (critic_state['u'] split over the 4 devices of both processes, the rest replicated), each process
+# checking the shards it holds; a corrupt step (a flipped bit in a shard of process 1, then of process 0) is
+# kept aside by both (renamed once, by process 0), and all-corrupt raises on both.
 _TWO_PROCESSES = r"""
 import json, os, sys
 sys.path.insert(0, sys.argv[4])
@@ -442,12 +445,13 @@ root = sys.argv[3]
 out = {"process": jax.process_index()}
 mesh = Mesh(np.array(jax.devices()), ("data",))
 def global_state(step):
-    def one(leaf):
+    def one(path, leaf):
         is_key = jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
         host = np.asarray(jax.random.key_data(leaf) if is_key else leaf)
-        arr = jax.make_array_from_callback(host.shape, NamedSharding(mesh, P()), lambda idx: host[idx])
+        spec = P("data") if jax.tree_util.keystr(path) == ".critic_state['u']" else P()
+        arr = jax.make_array_from_callback(host.shape, NamedSharding(mesh, spec), lambda idx: host[idx])
         return jax.random.wrap_key_data(arr) if is_key else arr
-    return jax.tree.map(one, _state(step))
+    return jax.tree_util.tree_map_with_path(one, _state(step))
 
 os.makedirs(os.path.join(root, "foreign"), exist_ok=True)
 if jax.process_index() == 0:
@@ -464,18 +468,22 @@ saver = checkpoint.Checkpointer(path, _small_config(), lock=lock)
 for step in (10, 20):
     saver.save(global_state(step))
 saver.wait()
+out["digest_files"] = sorted(os.listdir(os.path.join(path, "checkpoints", "20", "digests")))
+multihost_utils.sync_global_devices("listed digests")
 if jax.process_index() == 0:
-    _flip_a_byte_of_u(path, 20)
+    _flip_a_byte_of_u(path, 20, at=14000)  # element 3502: in the shard [3072:4096], on process 1's last device
 multihost_utils.sync_global_devices("flipped 20")
 restored = saver.restore_latest(global_state(0))
 out["restored"] = int(np.asarray(restored.step.addressable_data(0)))
-out["u_ok"] = bool(np.array_equal(np.asarray(restored.critic_state["u"].addressable_data(0)),
-                                  np.asarray(_state(10).critic_state["u"])))
+u = restored.critic_state["u"]
+out["u_spec"] = str(u.sharding.spec)
+out["u_ok"] = all(np.array_equal(np.asarray(s.data), np.asarray(_state(10).critic_state["u"])[s.index])
+                  for s in u.addressable_shards)
 multihost_utils.sync_global_devices("listed")
 out["listing"] = sorted(os.listdir(os.path.join(path, "checkpoints")))
 multihost_utils.sync_global_devices("before flip 10")
 if jax.process_index() == 0:
-    _flip_a_byte_of_u(path, 10)
+    _flip_a_byte_of_u(path, 10)  # element 2002: in the shard [1024:2048], on process 0's second device
 multihost_utils.sync_global_devices("flipped 10")
 try:
     saver.restore_latest(global_state(0))
@@ -513,7 +521,285 @@ def test_two_processes_agree_on_workdir_lock_and_corrupt_steps(tmp_path):
     assert "refused by process 0" in results[1]["foreign"]
     assert sorted(os.listdir(tmp_path / "foreign")) == ["notes.txt"]
     for r in results:
-        assert r["restored"] == 10 and r["u_ok"]
+        assert r["digest_files"] == ["commit_success.txt", "process_0.json", "process_1.json"]
+        assert r["restored"] == 10 and r["u_ok"] and r["u_spec"] == "P('data',)"
         assert r["listing"] == ["10", "20.corrupt"]
         assert "none of the 1 checkpoint step(s)" in r["all_corrupt"]
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["10.corrupt", "20.corrupt"]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# What is kept aside and what is not: proven damage (missing or undecodable metadata, truncated files) is renamed
+# <step>.corrupt; a fault of the process or its storage (too few file descriptors, no permission, too little
+# memory) stops with one line and changes nothing, and the run resumes from that step once the fault is gone.
+
+
+@pytest.mark.parametrize("damage, name, reason", [
+    ("delete", "state/_METADATA", "CorruptCheckpointError: state/_METADATA (the saved tree's metadata) is missing"),
+    ("truncate", "config/metadata", "CorruptCheckpointError: JSONDecodeError: "),
+    ("truncate", "state/manifest.ocdbt", "CorruptCheckpointError: ValueError: DATA_LOSS: "),
+    ("delete", "digests/process_0.json", "CorruptCheckpointError: the digests record is missing from "),
+])
+def test_missing_or_undecodable_metadata_is_kept_aside(tmp_path, caplog, damage, name, reason):
+    _save(tmp_path, [10, 20])
+    target = tmp_path / "checkpoints" / "20" / name
+    if damage == "delete":
+        target.unlink()
+    else:
+        os.truncate(target, target.stat().st_size // 3)
+    with caplog.at_level(logging.WARNING):
+        restored = ckpt.Checkpointer(str(tmp_path), _small_config()).restore_latest(_state(0))
+    _assert_same(restored, _state(10))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10", "20.corrupt"]
+    warning = next(r.getMessage() for r in caplog.records if "step 20 could not be restored" in r.getMessage())
+    assert f"({reason}" in warning and "\n" not in warning, warning
+
+
+_BIG = 1 << 26  # float32 zeros: 256 MiB to restore, a few hundred bytes on disk
+# Each fault on its own workdir, in one process: the restore fails with the fault, then (for the file
+# descriptors) with every lower limit up to the first one it fits in.
+_FAULTS = r"""
+import json, os, resource, sys
+sys.path.insert(0, sys.argv[1])
+import jax
+from gan_jax import checkpoint
+from gan_jax.errors import GanJaxError
+HELPERS
+
+def attempt(restore):
+    try:
+        return {"restored": int(restore().step)}
+    except Exception as e:
+        return {"error": type(e).__name__, "gan_jax_error": isinstance(e, GanJaxError), "message": str(e)}
+
+def limited(limit, value, restore):
+    soft, hard = resource.getrlimit(limit)
+    resource.setrlimit(limit, (value, hard))
+    try:
+        return attempt(restore)
+    finally:
+        resource.setrlimit(limit, (soft, hard))
+
+results = {}
+for fault, path in (arg.split("=", 1) for arg in sys.argv[2:]):
+    kind = fault.split(":")[0]
+    like = _state(0)
+    if kind == "memory":
+        like = like.replace(generator_state={"big": jax.ShapeDtypeStruct((BIG,), jnp.float32)})
+    saver = checkpoint.Checkpointer(path, _small_config())
+    restore = lambda: saver.restore_latest(like)
+    if kind == "files":  # from "no descriptor free" up to the first limit the restore fits in
+        results[fault] = []
+        for extra in range(64):
+            results[fault].append(limited(resource.RLIMIT_NOFILE, len(os.listdir("/proc/self/fd")) - 1 + extra,
+                                          restore))
+            if "restored" in results[fault][-1]:
+                break
+    elif kind == "memory":  # the address space in use + 160 MiB: the 256 MiB array does not fit
+        in_use = [int(line.split()[1]) << 10 for line in open("/proc/self/status") if line.startswith("VmSize")][0]
+        results[fault] = [limited(resource.RLIMIT_AS, in_use + (160 << 20), restore)]
+    else:  # a folder of the step was made unreadable before this process started
+        results[fault] = [attempt(restore), attempt(lambda: checkpoint.restore_readonly(path, like)[1])]
+print("RESULT " + json.dumps(results), flush=True)
+"""
+
+
+def _without_root_override():
+    """The command prefix that runs a process without root's permission override (setpriv), [] if not root."""
+    if os.geteuid() != 0:
+        return []
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    try:
+        probe = subprocess.run([*prefix, "true"], capture_output=True, text=True)
+    except FileNotFoundError:
+        pytest.skip("running as root without `setpriv` (util-linux): root reads unreadable folders anyway")
+    if probe.returncode != 0:
+        pytest.skip(f"running as root and `setpriv` cannot drop root's permission override: {probe.stderr}")
+    return prefix
+
+
+def test_faults_that_say_nothing_about_the_files_stop_and_change_nothing(tmp_path):
+    """Real limits in a real process (too few file descriptors, a folder of the step unreadable, too little
+    memory): each failed restore is one line naming the step, the fault and what to do, nothing on disk changes,
+    nothing else is printed; a restore without the fault then resumes from the newest step, bitwise."""
+    hints = {"files": "Raise the open-file limit (now ", "permission:20": "Give the user running gan_jax read "
+             "access to every file under ", "permission:20/state": "Give the user running gan_jax read access to "
+             "every file under ", "memory": "Free host or device memory"}
+    big = {"big": jnp.zeros((_BIG,), jnp.float32)}
+    workdirs, before = {}, {}
+    for i, fault in enumerate(hints):
+        workdirs[fault] = tmp_path / str(i)
+        if fault == "memory":  # one step (a second one would only cost time)
+            saver = ckpt.Checkpointer(str(workdirs[fault]), _small_config())
+            saver.save(_state(20).replace(generator_state=big))
+            saver.close()
+        else:
+            _save(workdirs[fault], [10, 20])
+        before[fault] = _tree(workdirs[fault])
+    prefix = _without_root_override()
+    unreadable = [workdirs[f] / "checkpoints" / f.split(":")[1] for f in hints if f.startswith("permission")]
+    for folder in unreadable:
+        folder.chmod(0)
+    try:
+        proc = subprocess.run([*prefix, sys.executable, "-c", _script(_FAULTS).replace("BIG", str(_BIG)), REPO,
+                               *(f"{f}={workdirs[f]}" for f in hints)],
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+    finally:
+        for folder in unreadable:
+            folder.chmod(0o755)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    for fault, hint in hints.items():
+        attempts = results[fault]
+        failures = [r for r in attempts if "error" in r]
+        assert failures, (fault, attempts)
+        for r in failures:
+            assert r["error"] == "CheckpointReadError" and r["gan_jax_error"], (fault, r)
+            message = r["message"]
+            assert "\n" not in message and message.startswith("checkpoint step 20 in "), (fault, message)
+            assert "nothing was renamed or deleted" in message and hint in message, (fault, message)
+        ends = {"files": ["rerun: it resumes from step 20."] * len(failures), "memory": ["rerun: it resumes from "
+                "step 20."]}.get(fault, ["rerun: it resumes from step 20.", "retry."])  # the last: restore_readonly
+        assert [r["message"][-len(e):] for r, e in zip(failures, ends)] == ends, (fault, failures)
+        if fault == "files":
+            assert attempts[-1] == {"restored": 20} and len(failures) >= 2, attempts
+        assert _tree(workdirs[fault]) == before[fault], f"{fault}: nothing on disk may change"
+        like = _state(0).replace(generator_state=big) if fault == "memory" else _state(0)
+        restored = ckpt.Checkpointer(str(workdirs[fault]), _small_config()).restore_latest(like)
+        if fault == "memory":
+            assert restored.generator_state["big"].shape == (_BIG,)
+            assert not np.asarray(restored.generator_state["big"]).any()
+            restored = restored.replace(generator_state={})
+        _assert_same(restored, _state(20))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Digests off the loop's path, per shard: states sharded over devices save, verify and restore bitwise.
+
+
+def test_save_takes_its_host_copies_before_it_returns(tmp_path):
+    """A train step donates the state it is given: once `save` has returned, the arrays may be gone, and the
+    digests (hashed later, in the background) must still be those of the values saved."""
+    saver = ckpt.Checkpointer(str(tmp_path), _small_config())
+    state = _state(5)
+    saver.save(state)
+    for leaf in jax.tree.leaves(state):
+        leaf.delete()
+    saver.close()
+    record = json.loads((tmp_path / "checkpoints" / "5" / "digests" / "process_0.json").read_text())
+    u = np.asarray(_state(5).critic_state["u"])
+    assert record["arrays"][".critic_state['u']"]["shards"] == {"[0:4096]": hashlib.sha256(u.tobytes()).hexdigest()}
+    _assert_same(ckpt.Checkpointer(str(tmp_path), _small_config()).restore_latest(_state(0)), _state(5))
+
+
+_CUT_SHORT = r"""
+import os, sys
+sys.path.insert(0, sys.argv[2])
+import jax
+from gan_jax import checkpoint, workdir
+HELPERS
+path = sys.argv[1]
+saver = checkpoint.Checkpointer(path, _small_config(), lock=workdir.acquire(path, is_writer=True))
+saver.save(_state(20).replace(generator_state={"big": jnp.zeros((BIG,), jnp.float32)}))
+os._exit(0)  # dies the moment the loop has control back: the save's digests are not hashed yet
+"""
+
+
+def test_a_save_cut_short_before_its_digests_are_written_leaves_no_step_to_distrust(tmp_path):
+    """A step is committed with its digests or not at all: a process that dies while its save's digests are being
+    hashed (16 MiB of them, hashed only once `save` has returned) leaves an unfinished save, never a step without
+    digests or one kept aside as corrupt; the next run resumes from the step before."""
+    path = workdir_lib.prepare(str(tmp_path / "run"), is_writer=True)
+    big = {"big": jnp.zeros((1 << 22,), jnp.float32)}
+    saver = ckpt.Checkpointer(path, _small_config())
+    saver.save(_state(10).replace(generator_state=big))
+    saver.close()
+    proc = subprocess.run([sys.executable, "-c", _script(_CUT_SHORT).replace("BIG", str(1 << 22)), path, REPO],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    checkpoints = os.path.join(path, "checkpoints")
+    assert "20" not in os.listdir(checkpoints), os.listdir(checkpoints)
+    like = _state(0).replace(generator_state=big)
+    assert ckpt.restore_readonly(path, like)[0] == 10
+    with workdir_lib.acquire(path, is_writer=True) as lock:
+        saver = ckpt.Checkpointer(path, _small_config(), lock=lock)  # removes the unfinished save
+        restored = saver.restore_latest(like)
+        saver.close()
+    assert sorted(os.listdir(checkpoints)) == ["10"]
+    assert not np.asarray(restored.generator_state["big"]).any()
+    _assert_same(restored.replace(generator_state={}), _state(10))
+
+
+def _sharded_state(step, devices):
+    """`_state(step)` with a critic kernel, placed as a sharded run places it on a `data` mesh over `devices`:
+    the kernel split over its columns, critic_state['u'] over its elements, everything else replicated."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    mesh = Mesh(np.array(devices), ("data",))
+    state = _state(step)
+    kernel = np.random.default_rng(100 + step).standard_normal((8, 64)).astype(np.float32)
+    state = state.replace(critic_params={**state.critic_params, "kernel": jnp.asarray(kernel)})
+    specs = {".critic_params['kernel']": P(None, "data"), ".critic_state['u']": P("data")}
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: jax.device_put(x, NamedSharding(mesh, specs.get(jax.tree_util.keystr(path), P()))), state)
+
+
+def test_a_sharded_state_saves_verifies_and_restores_bitwise(tmp_path, caplog):
+    devices = jax.devices()[:4]
+    assert len(devices) == 4, "tests/conftest.py sets 4 simulated CPU devices"
+    saver = ckpt.Checkpointer(str(tmp_path), _small_config())
+    for step in (10, 20):
+        saver.save(_sharded_state(step, devices))
+    saver.close()
+    # One digest per shard, keyed by its region, each the SHA-256 of that slice's bytes.
+    record = json.loads((tmp_path / "checkpoints" / "20" / "digests" / "process_0.json").read_text())
+    kernel = np.asarray(_sharded_state(20, devices).critic_params["kernel"])
+    assert record["arrays"][".critic_params['kernel']"]["shards"] == {
+        f"[0:8, {a}:{a + 16}]": hashlib.sha256(np.ascontiguousarray(kernel[:, a:a + 16]).tobytes()).hexdigest()
+        for a in range(0, 64, 16)}
+    assert list(record["arrays"][".critic_state['u']"]["shards"]) == ["[0:1024]", "[1024:2048]", "[2048:3072]",
+                                                                     "[3072:4096]"]
+    assert list(record["arrays"][".step"]["shards"]) == ["[]"]
+    # Restored into the shardings of `like`, verified, bitwise.
+    like = _sharded_state(0, devices)
+    with caplog.at_level(logging.WARNING):
+        restored = ckpt.Checkpointer(str(tmp_path), _small_config()).restore_latest(like)
+    _assert_same(restored, _sharded_state(20, devices))
+    for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(like)):
+        assert got.sharding == want.sharding
+    assert "could not be verified" not in caplog.text
+    # Restored whole on one device, every saved region is checked there.
+    step, whole = ckpt.restore_readonly(str(tmp_path), _sharded_state(0, devices[:1]))
+    assert step == 20 and whole.critic_params["kernel"].sharding.num_devices == 1
+    _assert_same(whole, _sharded_state(20, devices))
+    # One flipped bit in the last shard of u: that region is named, the step kept aside, the one before used.
+    _flip_a_byte_of_u(str(tmp_path), 20, at=14000)  # element 3502
+    with caplog.at_level(logging.WARNING):
+        restored = ckpt.Checkpointer(str(tmp_path), _small_config()).restore_latest(like)
+    _assert_same(restored, _sharded_state(10, devices))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["10", "20.corrupt"]
+    assert "array .critic_state['u'][3072:4096] does not match its saved sha256 digest" in caplog.text
+
+
+def test_a_state_restored_more_finely_sharded_than_saved_says_what_it_could_not_verify(tmp_path, caplog):
+    saver = ckpt.Checkpointer(str(tmp_path), _small_config())
+    saver.save(_sharded_state(10, jax.devices()[:1]))  # whole arrays: one region each
+    saver.close()
+    with caplog.at_level(logging.WARNING):
+        restored = ckpt.Checkpointer(str(tmp_path), _small_config()).restore_latest(
+            _sharded_state(0, jax.devices()[:4]))
+    _assert_same(restored, _sharded_state(10, jax.devices()[:1]))
+    assert "2 of its 6 saved array regions could not be verified" in caplog.text  # the kernel and u
+
+
+def test_readonly_restore_of_a_given_step(tmp_path):
+    _save(tmp_path, [10, 20, 30])
+    step, state = ckpt.restore_readonly(str(tmp_path), _state(0), step=20)
+    assert step == 20
+    _assert_same(state, _state(20))
+    with pytest.raises(ckpt.NoValidCheckpointError, match=r"no committed checkpoint of step 25 in .*checkpoints"):
+        ckpt.restore_readonly(str(tmp_path), _state(0), step=25)
+    _flip_a_byte_of_u(str(tmp_path), 20)
+    with pytest.raises(ckpt.NoValidCheckpointError, match=r"20 \(CorruptCheckpointError: array \.critic_state"):
+        ckpt.restore_readonly(str(tmp_path), _state(0), step=20)

@@ -56,9 +56,10 @@ def test_every_shipped_config_is_valid(module, variant):
     ("optim.critic.b1", NAN, r"\[0, 1\)"),
     ("optim.critic.b2", 1.0, r"\[0, 1\)"),
     ("optim.critic.b2", INF, r"\[0, 1\)"),
-    ("train.eval_samples", 0, r"\[1, 1,000,000\] for toy data"),
-    ("train.eval_samples", -5, r"\[1, 1,000,000\] for toy data"),
-    ("train.eval_samples", 10_000_000, r"\[1, 1,000,000\] for toy data"),
+    ("train.eval_samples", 0, r"\[2, 10,000,000\]"),
+    ("train.eval_samples", -5, r"\[2, 10,000,000\]"),
+    ("train.eval_samples", 10_000_001, r"\[2, 10,000,000\]"),
+    ("eval.knn_samples", 1, "must be an integer >= 2"),
     ("train.steps", 2**31 - 1, "int32"),
     ("train.steps", 2**40, "int32"),
     ("data.kwargs.std", NAN, "not NaN"),
@@ -88,28 +89,25 @@ def test_betas_are_checked_for_every_optimizer(method, beta, value):
         config_lib.validate(cfg)
 
 
-@pytest.mark.parametrize("value,ok", [(1, False), (2, True), (50_000, True), (50_001, False)])
-def test_image_eval_samples_need_two_for_a_covariance(value, ok):
-    cfg = _images()
-    cfg.train.eval_samples = value
-    if ok:
-        config_lib.validate(cfg)
-    else:
-        with pytest.raises(ValueError, match=r"train\.eval_samples=.*\[2, 50,000\] for image data"):
+@pytest.mark.parametrize("value,ok", [(1, False), (2, True), (50_000, True), (10_000_000, True), (10_000_001, False)])
+def test_eval_samples_are_streamed_and_need_two_for_a_covariance(value, ok):
+    for cfg in (_images(), _toy()):
+        cfg.train.eval_samples = value
+        if ok:
             config_lib.validate(cfg)
+        else:
+            with pytest.raises(ValueError, match=r"train\.eval_samples=.*\[2, 10,000,000\]"):
+                config_lib.validate(cfg)
 
 
-@pytest.mark.parametrize("eval_samples", [1, 1_000_000])
-def test_toy_eval_samples_bounds_are_accepted(eval_samples):
+def test_eval_names_are_checked_against_their_registries():
     cfg = _toy()
-    cfg.train.eval_samples = eval_samples
-    config_lib.validate(cfg)
-
-
-def test_largest_int32_step_count_is_accepted():
-    cfg = _toy()
-    cfg.train.steps = 2**31 - 2
-    config_lib.validate(cfg)
+    cfg.eval.metrics = "fid,kdi"
+    with pytest.raises(ValueError, match=r"config\.eval\.metrics: unknown evaluation metric 'kdi'; valid names: fid, kid"):
+        config_lib.validate(cfg)
+    cfg.eval.metrics, cfg.eval.extractor = "", "vgg"
+    with pytest.raises(ValueError, match=r"config\.eval\.extractor: unknown feature extractor 'vgg'"):
+        config_lib.validate(cfg)
 
 
 def test_nan_anywhere_is_refused_by_name():
@@ -126,4 +124,4 @@ def test_methods_and_variants_are_named_tables():
         common.images("digits", "wgan_gp", "smok")
     assert common.toy("ring8", "gan", "full").to_json() == common.toy("ring8", "gan").to_json()
     assert set(common.METHODS.names()) == {"gan", "gan_minimax", "unrolled", "wgan_clip", "wgan_gp", "gan_gp",
-                                           "gan_fast"}
+                                           "gan_fast", "dcgan", "sngan", "biggan"}

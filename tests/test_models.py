@@ -413,8 +413,8 @@ def test_build_errors_name_the_problem():
     def cfg(**kw):
         return ml_collections.ConfigDict(kw)
 
-    with pytest.raises(ValueError, match=r"unknown model kind 'resnet'; valid names: mlp, conv"):
-        models.build(cfg(kind="resnet"), (2,))
+    with pytest.raises(ValueError, match=r"unknown model kind 'resnt'; valid names: mlp, conv, dcgan, resnet, biggan"):
+        models.build(cfg(kind="resnt"), (2,))
     with pytest.raises(ValueError, match=r"unknown model kind None"):
         models.build(cfg(width=3), (2,))
     with pytest.raises(ValueError, match=r"kind='conv' needs a square image data_shape.*\(2,\)"):

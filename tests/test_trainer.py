@@ -66,7 +66,7 @@ def test_streamed_and_device_pipelines_train_bitwise_the_same_run(tmp_path, cond
     assert summaries["device"]["pipeline"] == "device" and summaries["streamed"]["pipeline"] == "streamed"
     # 10 steps × (n_critic = 5) batches × 64 records, each read once by the one process.
     assert summaries["streamed"]["records_read"] == 10 * 5 * 64
-    for name in ("sliced_w1", "frechet_distance", "inception_score", "classes_covered"):
+    for name in ("sliced_w1", "classifier/fd", "classifier/is", "classes_covered"):
         assert summaries["device"][name] == summaries["streamed"][name], name
     assert ("class_accuracy" in summaries["device"]) == conditional
 

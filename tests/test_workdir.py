@@ -1,8 +1,10 @@
 """gan_jax.workdir: the run folder's marker and its one-writer lock, with real files and real second processes."""
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -201,3 +203,77 @@ def test_lock_does_not_leak_into_child_processes(tmp_path):
     finally:
         child.stdin.close()
         child.wait()
+
+
+@pytest.mark.parametrize("value", ["", "   ", "\t"])
+def test_an_empty_or_blank_path_is_refused_before_anything_is_written(tmp_path, monkeypatch, value):
+    monkeypatch.chdir(tmp_path)  # what an empty path would mean
+    for call in (workdir.resolve, workdir.prepare, workdir.acquire, workdir.mark):
+        with pytest.raises(workdir.WorkdirError, match=rf"--workdir={re.escape(repr(value))} is empty"):
+            call(value) if call is workdir.resolve else call(value, **({} if call is workdir.mark else
+                                                                        {"is_writer": True}))
+    assert os.listdir(tmp_path) == []
+
+
+def test_saved_steps_are_the_committed_step_folders_newest_first(tmp_path):
+    assert workdir.saved_steps(str(tmp_path)) == []  # no checkpoints folder
+    checkpoints = tmp_path / workdir.CHECKPOINTS
+    for name in ("10", "200", "30.orbax-checkpoint-tmp", "5.corrupt", "best"):
+        (checkpoints / name).mkdir(parents=True)
+    (checkpoints / "40").write_text("a file, not a step")
+    assert workdir.saved_steps(str(tmp_path)) == [200, 10]
+
+
+def _tensorstore_error(path):
+    """The text tensorstore's writer raises on a full disk (as seen with orbax-checkpoint 0.12.8)."""
+    return ValueError(f'RESOURCE_EXHAUSTED: Error writing "critic_params.output.bias/0" in OCDBT database at local '
+                      f'file "{path}/": Failed writing: "{path}/d/8de6": Failed to write 28096 bytes to file 12: '
+                      "No space left on device [os_error_code='28']")
+
+
+@pytest.mark.parametrize("make_error", [
+    lambda path: OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)),
+    _tensorstore_error,
+    lambda path: RuntimeError("save thread failed"),  # with the full disk as its cause, below
+], ids=["oserror", "tensorstore_text", "caused_by"])
+def test_a_full_disk_becomes_one_error_naming_the_safe_step_and_its_size(tmp_path, make_error):
+    step10 = tmp_path / workdir.CHECKPOINTS / "10"
+    step10.mkdir(parents=True)
+    (step10 / "arrays").write_bytes(os.urandom(300 * 1024))
+    error = make_error(tmp_path)
+    with pytest.raises(workdir.DiskFullError) as caught:
+        with workdir.disk_full_as_error(str(tmp_path), state_bytes=1000):
+            if isinstance(error, RuntimeError):
+                raise error from OSError(errno.ENOSPC, "No space left on device")
+            raise error
+    du_kib = int(subprocess.run(["du", "-sk", str(step10)], capture_output=True, text=True).stdout.split()[0])
+    message = str(caught.value)
+    assert message.startswith(f"the disk of --workdir {tmp_path} is full (No space left on device): checkpoint "
+                              f"step 10 in {tmp_path}/checkpoints is complete and safe")
+    assert f"a checkpoint takes about {du_kib:.1f} KiB there" in message and "are free" in message
+    assert caught.value.__cause__ is error
+
+
+def test_other_errors_pass_through_and_no_step_is_said_plainly(tmp_path):
+    for error in (ValueError("RESOURCE_EXHAUSTED: out of memory"), workdir.WorkdirError("No space left on device")):
+        with pytest.raises(type(error)) as caught:
+            with workdir.disk_full_as_error(str(tmp_path), state_bytes=1000):
+                raise error
+        assert caught.value is error
+    with pytest.raises(workdir.DiskFullError, match=r"no checkpoint was completed .* the state's 1000 bytes of "
+                                                    r"arrays"):
+        with workdir.disk_full_as_error(str(tmp_path), state_bytes=1000):
+            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+
+
+def test_log_records_about_a_full_disk_are_dropped_inside_only(tmp_path, caplog):
+    from absl import logging as absl_logging
+
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with caplog.at_level("ERROR"):
+        with workdir.disk_full_as_error(str(tmp_path), state_bytes=0):
+            absl_logging.error("save thread failed", exc_info=(OSError, full, None))
+            absl_logging.error("commit failed: %s", _tensorstore_error(tmp_path))
+            absl_logging.error("another failure")
+        absl_logging.error("save thread failed", exc_info=(OSError, full, None))
+    assert [r.getMessage() for r in caplog.records] == ["another failure", "save thread failed"]

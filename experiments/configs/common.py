@@ -2,6 +2,8 @@
 
 A config file is two lines: `def get_config(arg=None): return common.toy("ring8", "wgan_gp", arg)`.
 `arg` names a variant (`VARIANTS`): none (or "full") is the run itself, "smoke" shrinks it to seconds (tests).
+`toy` (2-D/1-D distributions, MLPs), `images` (small images, the "conv" pair) and `image_gan` (the field's
+image-scale networks "dcgan", "resnet", "biggan" on prepared datasets) are the families.
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ METHODS: Registry[Method] = Registry("method", {
     "gan_gp": Method("non_saturating", "gp", optim=_FAST_ADAM),
     # Control for gan_gp: the same GAN and optimizer without the penalty (it drops modes where gan_gp keeps them).
     "gan_fast": Method("non_saturating", optim=_FAST_ADAM),
+    # Radford et al. 2016: the non-saturating GAN, Adam(2e-4, β = (0.5, 0.999)).
+    "dcgan": Method("non_saturating", optim=dict(name="adam", learning_rate=2e-4, b1=0.5, b2=0.999)),
+    # Miyato et al. 2018 as Mimicry's CIFAR-10 table trains SNGAN: hinge loss, 5 critic updates, Adam(2e-4,
+    # β = (0, 0.9)), the rate decayed linearly to 0 over the 100k generator steps, for both networks.
+    "sngan": Method("hinge", n_critic=5, optim=dict(name="adam", learning_rate=2e-4, b1=0.0, b2=0.9,
+                                                    schedule="linear", decay_steps=100_000, alpha=0.0)),
+    # StudioGAN's CIFAR-10 BigGAN (its configs/CIFAR10/BigGAN.yaml and defaults): hinge loss, 5 critic updates,
+    # Adam(2e-4, β = (0.5, 0.999)).
+    "biggan": Method("hinge", n_critic=5, optim=dict(name="adam", learning_rate=2e-4, b1=0.5, b2=0.999)),
 })
 
 
@@ -61,13 +72,28 @@ def _apply_method(cfg: ml_collections.ConfigDict, method: str, penalty_weight: f
         cfg.optim[role].update(m.optim)
 
 
+# The image-scale networks of `image_gan`; their smoke runs need no prepared data (`_smoke`).
+IMAGE_GAN_KINDS = ("dcgan", "resnet", "biggan")
+
+
 def _smoke(cfg: ml_collections.ConfigDict) -> None:
-    """A seconds-long run that exercises every part of the loop."""
+    """A seconds-long run that exercises every part of the loop.
+
+    With an image-scale network (IMAGE_GAN_KINDS) it trains on the built-in digits resized to the config's
+    image size (32 where it takes the data's own), ten classes, offline, at channel multiplier 4 and batch 16,
+    10 steps, one per call with the critic loop rolled (the smallest program to compile: compiling dominates a
+    smoke run).
+    """
     cfg.data.batch_size = 64
     cfg.model.width = 32
     cfg.model.base_width = 8
     cfg.train.steps = 20
     cfg.train.steps_per_call = 5
+    if cfg.model.kind in IMAGE_GAN_KINDS:
+        cfg.data.name, cfg.data.data_dir, cfg.data.batch_size = "digits", "", 16
+        cfg.data.image_size = cfg.data.image_size or 32  # the digits are 8×8: the image kinds start at 32
+        cfg.model.g_channels = cfg.model.d_channels = 4
+        cfg.train.steps, cfg.train.steps_per_call, cfg.train.unroll_loops = 10, 1, False
     cfg.train.log_every = 5
     cfg.train.checkpoint_every = 10
     cfg.train.sample_every = 10
@@ -124,5 +150,37 @@ def images(name: str, method: str, arg: str | None = None, image_size: int = 0,
     cfg.train.checkpoint_every = 1000
     cfg.train.sample_every = 1000
     cfg.train.eval_samples = 1000
+    variant(cfg)
+    return cfg
+
+
+def image_gan(name: str, kind: str, method: str, arg: str | None = None, *, image_size: int, latent_dim: int,
+              batch_size: int, steps: int, data_dir: str = "", ema_decay: float = 0.0,
+              **model: Any) -> ml_collections.ConfigDict:
+    """The config of METHODS[method] with the `kind` networks of gan_jax.models ("dcgan", "resnet", "biggan") on the
+    prepared image dataset `name` at image_size² (0: the dataset's own size) in variant `arg`; `model`: further model fields (num_classes,
+    spectral_norm, ...). Generator EMA β = ema_decay (0: none); 10,000 samples for the final evaluation (the field
+    reports 50,000: --config.train.eval_samples=50000).
+    """
+    variant = VARIANTS.get(arg or "full")
+    cfg = base_config()
+    cfg.data.name = name
+    cfg.data.image_size = image_size
+    cfg.data.data_dir = data_dir
+    cfg.data.batch_size = batch_size
+    cfg.model.kind = kind
+    cfg.model.latent_dim = latent_dim
+    cfg.model.update(model)
+    _apply_method(cfg, method, penalty_weight=10.0)
+    cfg.train.steps = steps
+    cfg.train.ema_decay = ema_decay
+    # One step per call with the critic loop unrolled: XLA:CPU runs convolutions inside a loop several times
+    # slower (see `images`).
+    cfg.train.steps_per_call = 1
+    cfg.train.unroll_loops = True
+    cfg.train.log_every = 100
+    cfg.train.checkpoint_every = 5000
+    cfg.train.sample_every = 5000
+    cfg.train.eval_samples = 10_000
     variant(cfg)
     return cfg

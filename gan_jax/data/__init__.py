@@ -23,6 +23,7 @@ import numpy as np
 
 from gan_jax.config import PIPELINES
 from gan_jax.data import images, toy
+from gan_jax.errors import GanJaxError
 
 
 class Batch(NamedTuple):
@@ -65,8 +66,8 @@ class DataSource(NamedTuple):
 
 def _toy_source(data_cfg: ml_collections.ConfigDict) -> DataSource:
     if data_cfg.get("pipeline", "auto") == "streamed":
-        raise ValueError(f"config.data.pipeline='streamed' needs image records; the toy distribution "
-                         f"{data_cfg.name!r} is drawn on the device: use data.pipeline=auto or device")
+        raise GanJaxError(f"config.data.pipeline='streamed' needs image records; the toy distribution "
+                          f"{data_cfg.name!r} is drawn on the device: use data.pipeline=auto or device")
     dist = toy.get(data_cfg.name, **dict(data_cfg.kwargs))
     return DataSource(
         name=data_cfg.name, shape=(dist.dim,), arrays=(),
@@ -85,7 +86,7 @@ def choose_pipeline(data_cfg: ml_collections.ConfigDict, records: Any) -> str:
     """data.pipeline, with "auto" resolved: "device" if device_bytes(records) ≤ data.device_budget_mb MiB."""
     choice = data_cfg.get("pipeline", "auto")
     if choice not in PIPELINES:
-        raise ValueError(f"config.data.pipeline={choice!r} is invalid: use one of {', '.join(PIPELINES)}")
+        raise GanJaxError(f"config.data.pipeline={choice!r} is invalid: use one of {', '.join(PIPELINES)}")
     if choice != "auto":
         return choice
     return "device" if device_bytes(records) <= float(data_cfg.device_budget_mb) * 2**20 else "streamed"
@@ -118,9 +119,9 @@ def make_source(data_cfg: ml_collections.ConfigDict) -> DataSource:
         records = images.open_records(data_cfg.name, split=data_cfg.split, data_dir=data_cfg.data_dir or None)
         images._check_image_size(data_cfg.image_size or None)
     except FileNotFoundError as err:  # a tfds dataset that is not prepared: the message gives the command
-        raise ValueError(f"data.name={data_cfg.name!r}: {err}") from None
-    except ValueError as err:
-        raise ValueError(f"data.name={data_cfg.name!r}: {err}; toy distributions: {', '.join(toy.names())}") from None
+        raise GanJaxError(f"data.name={data_cfg.name!r}: {err}") from None
+    except GanJaxError as err:
+        raise GanJaxError(f"data.name={data_cfg.name!r}: {err}; toy distributions: {', '.join(toy.names())}") from None
     pipeline = choose_pipeline(data_cfg, records)
     first = images.record_image(records[0])
     image_size = data_cfg.image_size or None

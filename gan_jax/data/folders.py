@@ -8,7 +8,7 @@ Input (`src`), ImageFolder convention:
   label = index in that list. Images may sit at any depth below their class folder. A `src` without
   sub-folders is an unlabelled dataset: its examples have an "image" feature and no "label".
 - Files directly in `src` beside class folders: an image there has no class, so `prepare` refuses with a
-  ValueError listing them; a non-image there is skipped like any other unreadable file.
+  GanJaxError listing them; a non-image there is skipped like any other unreadable file.
 - Hidden files and folders (name starting with ".", e.g. .DS_Store, .ipynb_checkpoints) are ignored.
 - Examples are ordered by relative path, compared folder by folder (deterministic on every machine).
 - Any file Pillow opens counts (PNG, JPEG, WebP, GIF, BMP, TIFF, ...; the first frame of an animation).
@@ -75,6 +75,7 @@ from tqdm import tqdm
 
 from gan_jax.data import images as images_lib
 from gan_jax.data import manifest, publish
+from gan_jax.errors import GanJaxError
 
 VERSION = "1.0.0"
 SPLIT = "train"
@@ -121,16 +122,16 @@ class _Plan(NamedTuple):
 def validate_name(name: Any) -> str:
     """`name` if it can name a prepared dataset (lower-case snake_case, not built in, not a tfds name)."""
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise ValueError(
+        raise GanJaxError(
             f"dataset name {name!r} is invalid: use lower-case snake_case (a letter, then letters, digits or "
             "'_', at most 64 characters), e.g. 'my_faces'")
     from gan_jax.data import toy
 
     if name == images_lib.DIGITS or name in toy.names():
-        raise ValueError(f"dataset name {name!r} is built into gan_jax: choose another name, e.g. '{name}_folder'")
+        raise GanJaxError(f"dataset name {name!r} is built into gan_jax: choose another name, e.g. '{name}_folder'")
     if name in tfds.list_builders(with_community_datasets=False):
-        raise ValueError(f"dataset name {name!r} is a tensorflow-datasets dataset: choose another name, "
-                         f"e.g. '{name}_folder', so --config.data.name is unambiguous")
+        raise GanJaxError(f"dataset name {name!r} is a tensorflow-datasets dataset: choose another name, "
+                          f"e.g. '{name}_folder', so --config.data.name is unambiguous")
     return name
 
 
@@ -180,13 +181,13 @@ def prepare(
       name: the dataset name `--config.data.name` will use (`validate_name`).
       data_dir: tfds data directory; default `images.default_data_dir()`; created if missing.
       image_size: S; images are centre-cropped and resized to S×S. None: all must share one size.
-      strict: refuse (ValueError, nothing written) when any file cannot be read, instead of skipping it.
+      strict: refuse (GanJaxError, nothing written) when any file cannot be read, instead of skipping it.
       overwrite: replace an existing dataset `name` written by `prepare` (never a folder it did not write).
       progress: show tqdm bars on stderr.
       max_shard_bytes: at most this many serialized bytes per array_record file (at least one example).
 
     Raises:
-      ValueError: a bad argument, src, name or existing dataset; no readable image; images of different
+      GanJaxError: a bad argument, src, name or existing dataset; no readable image; images of different
         sizes without image_size; strict with unreadable files. The message names the problem and the fix.
       OSError: the file system failed while writing (disk full, ...); the unfinished folder is removed.
     """
@@ -210,8 +211,8 @@ def prepare(
     except OSError as err:
         for folder in reversed(created):
             publish.rmdir_quietly(folder)
-        raise ValueError(f"cannot write in --data_dir {data_dir} ({err.strerror}): choose a data directory you "
-                         "can write to") from err
+        raise GanJaxError(f"cannot write in --data_dir {data_dir} ({err.strerror}): choose a data directory you "
+                          "can write to") from err
     try:
         while True:
             files, bad = _write_shards(tmp, name, entries, class_names, plan, progress, max_shard_bytes)
@@ -230,7 +231,7 @@ def prepare(
             shutil.rmtree(os.path.join(tmp, VERSION))
         skipped.sort()
         if strict and skipped:
-            raise ValueError(
+            raise GanJaxError(
                 f"--strict: {len(skipped)} file(s) in {src} cannot be read ({_listing(skipped)}); fix or remove "
                 "them, or drop --strict to skip them. Nothing was written.")
         files += _write_metadata(tmp, name, src, class_names, plan, files)
@@ -254,7 +255,7 @@ def open_records(name: str, data_dir: str | os.PathLike | None = None, split: st
 
     `len(source)`; `source[i]` = {"image": uint8 (H, W, C), "label": int} ("label" only when labelled).
     `split` is "train" or a tfds slice of it ("train[:90%]"). Every file listed in the manifest is checked
-    (exists, size, and for shards the record count) first: a damaged dataset raises ValueError naming the
+    (exists, size, and for shards the record count) first: a damaged dataset raises GanJaxError naming the
     file and the command that rebuilds it.
     """
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
@@ -281,19 +282,19 @@ def _check_image_size(image_size: Any) -> int | None:
         return None
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or not (
             1 <= image_size <= MAX_IMAGE_SIZE):
-        raise ValueError(f"image_size={image_size!r} is invalid: give an integer from 1 to {MAX_IMAGE_SIZE} "
-                         "(--image_size=64), or leave it unset when all images share one size")
+        raise GanJaxError(f"image_size={image_size!r} is invalid: give an integer from 1 to {MAX_IMAGE_SIZE} "
+                          "(--image_size=64), or leave it unset when all images share one size")
     return int(image_size)
 
 
 def _check_src(src: str | os.PathLike) -> str:
     path = os.path.abspath(os.path.expanduser(os.fspath(src)))
     if not os.path.exists(path):
-        raise ValueError(f"--src {path} does not exist: give the folder that holds the images "
-                         "(one sub-folder per class, or the images themselves)")
+        raise GanJaxError(f"--src {path} does not exist: give the folder that holds the images "
+                          "(one sub-folder per class, or the images themselves)")
     if not os.path.isdir(path):
-        raise ValueError(f"--src {path} is a file, not a folder: give the folder that holds the images "
-                         "(e.g. its parent folder)")
+        raise GanJaxError(f"--src {path} is a file, not a folder: give the folder that holds the images "
+                          "(e.g. its parent folder)")
     return path
 
 
@@ -301,21 +302,21 @@ def _check_target(target: str, src: str, overwrite: bool) -> None:
     """Refuses a data_dir that is a file, an existing dataset without overwrite, and folders not ours."""
     data_dir = os.path.dirname(target)
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
-        raise ValueError(f"--data_dir {data_dir} is a file, not a folder: choose another data directory")
+        raise GanJaxError(f"--data_dir {data_dir} is a file, not a folder: choose another data directory")
     if os.path.commonpath([target, src]) == target:
-        raise ValueError(f"--src {src} lies inside the dataset folder {target}: move the images elsewhere or "
-                         "choose another --name")
+        raise GanJaxError(f"--src {src} lies inside the dataset folder {target}: move the images elsewhere or "
+                          "choose another --name")
     if not os.path.lexists(target):
         return
     if not os.path.isdir(target):
-        raise ValueError(f"{target} exists and is a file: choose another --name, or move the file away")
+        raise GanJaxError(f"{target} exists and is a file: choose another --name, or move the file away")
     if os.path.isfile(os.path.join(target, manifest.MANIFEST)):
         if not overwrite:
-            raise ValueError(f"dataset {os.path.basename(target)!r} already exists at {target}: pass --overwrite "
-                             "(overwrite=True) to replace it, or choose another --name")
+            raise GanJaxError(f"dataset {os.path.basename(target)!r} already exists at {target}: pass --overwrite "
+                              "(overwrite=True) to replace it, or choose another --name")
         return
     if os.listdir(target):
-        raise ValueError(
+        raise GanJaxError(
             f"{target} exists and was not written by prepare_images (it has no {manifest.MANIFEST}; perhaps a "
             "tensorflow-datasets download): choose another --name, or move that folder away yourself")
 
@@ -325,16 +326,16 @@ def _check_classes(src: str, class_names: Sequence[str], entries: Sequence[_Entr
     counts = np.bincount([e.label for e in entries], minlength=len(class_names)) if class_names else []
     empty = [class_names[i] for i, count in enumerate(counts) if count == 0]
     if empty:
-        raise ValueError(f"class folder(s) {', '.join(map(repr, empty))} in {src} hold no readable image: "
-                         "add images to them or remove them")
+        raise GanJaxError(f"class folder(s) {', '.join(map(repr, empty))} in {src} hold no readable image: "
+                          "add images to them or remove them")
 
 
-def _no_images(src: str, skipped: Sequence[tuple[str, str]]) -> ValueError:
+def _no_images(src: str, skipped: Sequence[tuple[str, str]]) -> GanJaxError:
     if not skipped:
-        return ValueError(f"--src {src} is empty: put the images in it (one sub-folder per class, or the images "
-                          "directly for an unlabelled dataset)")
-    return ValueError(f"--src {src} holds no image Pillow can read ({len(skipped)} file(s) skipped: "
-                      f"{_listing(skipped)}): point --src at the folder of images")
+        return GanJaxError(f"--src {src} is empty: put the images in it (one sub-folder per class, or the images "
+                           "directly for an unlabelled dataset)")
+    return GanJaxError(f"--src {src} holds no image Pillow can read ({len(skipped)} file(s) skipped: "
+                       f"{_listing(skipped)}): point --src at the folder of images")
 
 
 def _listing(skipped: Sequence[tuple[str, str]], limit: int = 5) -> str:
@@ -355,8 +356,8 @@ def _scan(src: str, progress: bool) -> tuple[list[str], list[_Entry], list[tuple
     class_names = [n for n in top if os.path.isdir(os.path.join(src, n))]
     for n in class_names:
         if n != n.strip() or "\n" in n or "\r" in n:
-            raise ValueError(f"class folder {n!r} in {src} has leading/trailing spaces or a line break, which "
-                             "tfds's label file cannot keep: rename it")
+            raise GanJaxError(f"class folder {n!r} in {src} has leading/trailing spaces or a line break, which "
+                              "tfds's label file cannot keep: rename it")
     loose = [n for n in top if n not in class_names]
     files: list[tuple[str, int | None]] = [(n, None) for n in loose]
     for label, class_name in enumerate(class_names):
@@ -385,7 +386,7 @@ def _scan(src: str, progress: bool) -> tuple[list[str], list[_Entry], list[tuple
         else:
             entries.append(_Entry(rel, path, label, mode, size))
     if loose_images:
-        raise ValueError(
+        raise GanJaxError(
             f"--src {src} has {len(loose_images)} image(s) directly in it beside its class folders "
             f"({', '.join(loose_images[:5])}{', ...' if len(loose_images) > 5 else ''}), which would have no "
             "label: move them into a class folder, or all images into one folder for an unlabelled dataset")
@@ -402,8 +403,8 @@ def _plan(entries: Sequence[_Entry], image_size: int | None) -> _Plan:
         by_size.setdefault(e.size, e.rel)
     if len(by_size) > 1:
         examples = ", ".join(f"{w}x{h} ({rel})" for (w, h), rel in list(by_size.items())[:3])
-        raise ValueError(f"the images have {len(by_size)} different sizes, e.g. {examples}: pass --image_size=S "
-                         "(image_size=S) to centre-crop and resize them all to SxS")
+        raise GanJaxError(f"the images have {len(by_size)} different sizes, e.g. {examples}: pass --image_size=S "
+                          "(image_size=S) to centre-crop and resize them all to SxS")
     (width, height), = by_size
     return _Plan(min(width, height), channels)
 

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
+from gan_jax.errors import GanJaxError
 from gan_jax.parallel import check_batch_divisible
 
 DIGITS = "digits"
@@ -102,7 +103,7 @@ def _data_source(name: str, split: str, data_dir: str) -> Any:
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as err:
-        raise ValueError(
+        raise GanJaxError(
             f"unknown dataset {name!r}: use {DIGITS!r} (built in) or a tfds dataset name (tfds.list_builders())"
         ) from err
     try:
@@ -120,23 +121,23 @@ def _check_image_size(image_size: Any) -> None:
     if image_size is not None and (
         isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral) or image_size < 1
     ):
-        raise ValueError(f"image_size must be None or an int >= 1, got {image_size!r}")
+        raise GanJaxError(f"image_size must be None or an int >= 1, got {image_size!r}")
 
 
 def open_records(name: str = DIGITS, split: str = "train", data_dir: str | os.PathLike | None = None) -> Any:
     """The random-access source of a split: `len(src)`, `src[i]` → {"image": uint8 (H, W[, C]), "label": int}.
 
     Reads nothing but metadata (a streamed run reads each record when its batch needs it). Raises
-    FileNotFoundError (not prepared; the message gives the command) or ValueError (unknown name, or a dataset
+    FileNotFoundError (not prepared; the message gives the command) or GanJaxError (unknown name, or a dataset
     without an "image" feature).
     """
     data_dir = os.path.expanduser(os.fspath(data_dir)) if data_dir else default_data_dir()
     source = _data_source(name, split, data_dir)
     if len(source) == 0:
-        raise ValueError(f"dataset {name!r} split {split!r} in {data_dir} holds no examples")
+        raise GanJaxError(f"dataset {name!r} split {split!r} in {data_dir} holds no examples")
     first = source[0]
     if "image" not in first:
-        raise ValueError(f"dataset {name!r} split {split!r} needs an 'image' feature; found {sorted(first)}")
+        raise GanJaxError(f"dataset {name!r} split {split!r} needs an 'image' feature; found {sorted(first)}")
     return source
 
 
@@ -144,7 +145,7 @@ def record_image(record: dict[str, Any]) -> np.ndarray:
     """The record's pixels as uint8 (H, W, C): a channel axis is added to grayscale (H, W)."""
     pixels = np.asarray(record["image"])
     if pixels.dtype != np.uint8:
-        raise ValueError(f"expected uint8 pixels, got dtype {pixels.dtype}")
+        raise GanJaxError(f"expected uint8 pixels, got dtype {pixels.dtype}")
     return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
@@ -188,12 +189,12 @@ def load(
 
     Raises:
       FileNotFoundError: the dataset is not prepared in `data_dir`; the message gives the command.
-      ValueError: unknown dataset name, or a dataset without "image"/"label" features.
+      GanJaxError: unknown dataset name, or a dataset without "image"/"label" features.
     """
     _check_image_size(image_size)
     pixels, labels = read_records(open_records(name, split, data_dir))
     if labels is None:
-        raise ValueError(f"dataset {name!r} split {split!r} needs a 'label' feature for load(); it has none")
+        raise GanJaxError(f"dataset {name!r} split {split!r} needs a 'label' feature for load(); it has none")
     return to_model_input(pixels, image_size), jnp.asarray(labels)
 
 
@@ -228,10 +229,10 @@ def batch(images: Any, key: jax.Array, step: jax.Array | int, n: int, *, n_devic
     except TypeError:
         raise TypeError(f"n must be a static Python int (static_argnums under jit), got {n!r}") from None
     if not 1 <= n <= size:
-        raise ValueError(f"batch size n must be in [1, N={size}], got {n}")
+        raise GanJaxError(f"batch size n must be in [1, N={size}], got {n}")
     if n_devices is not None:
         check_batch_divisible(n, n_devices)
     if size * n >= 2**31:
-        raise ValueError(f"N × n must be < 2**31 (int32 stream positions), got {size} × {n}")
+        raise GanJaxError(f"N × n must be < 2**31 (int32 stream positions), got {size} × {n}")
     indices = _stream_indices(key, step, n, size)
     return jax.tree.map(lambda leaf: jnp.take(leaf, indices, axis=0), images)

@@ -12,6 +12,8 @@ from typing import Any
 
 from array_record.python import array_record_module
 
+from gan_jax.errors import GanJaxError
+
 MANIFEST = "gan_jax_prepared.json"
 FORMAT = "gan_jax.folders"
 FORMAT_VERSION = 1
@@ -65,13 +67,13 @@ def read(path: str) -> dict[str, Any] | None:
         if not isinstance(manifest["version"], str):
             raise TypeError(f"version {manifest['version']!r} is not a string")
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{manifest_path} is damaged ({type(err).__name__}: {err}): "
-                         f"{rebuild_hint(path, None)}") from None
+        raise GanJaxError(f"{manifest_path} is damaged ({type(err).__name__}: {err}): "
+                          f"{rebuild_hint(path, None)}") from None
     return manifest
 
 
 def verify(path: str, manifest: dict[str, Any]) -> None:
-    """ValueError naming the first file of the manifest that is missing, resized or short of records."""
+    """GanJaxError naming the first file of the manifest that is missing, resized or short of records."""
     for item in manifest["files"]:
         file = os.path.join(path, item["file"])
         problem = None
@@ -88,5 +90,5 @@ def verify(path: str, manifest: dict[str, Any]) -> None:
             if records != item["num_records"]:
                 problem = f"holds {records} records, not the {item['num_records']} written"
         if problem:
-            raise ValueError(f"dataset {manifest['name']!r}: {file} {problem}; the dataset is damaged: "
-                             f"{rebuild_hint(path, manifest)}")
+            raise GanJaxError(f"dataset {manifest['name']!r}: {file} {problem}; the dataset is damaged: "
+                              f"{rebuild_hint(path, manifest)}")

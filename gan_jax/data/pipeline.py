@@ -27,6 +27,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from gan_jax.errors import GanJaxError
 from gan_jax.parallel import DATA_AXIS, check_batch_divisible
 
 
@@ -135,7 +136,7 @@ class StreamedBatches:
         self.lo, self.hi = rows or (0, self.batch_size)
         self.schedule = [(int(first), int(n)) for first, n in schedule]
         if not 1 <= self.batch_size <= self.size:
-            raise ValueError(f"batch_size must be in [1, N={self.size}], got {batch_size}")
+            raise GanJaxError(f"batch_size must be in [1, N={self.size}], got {batch_size}")
         if self.updates < 1 or not 0 <= self.lo < self.hi <= self.batch_size:
             raise ValueError(f"need updates_per_step >= 1 and 0 <= lo < hi <= B, got {updates_per_step}, {rows}")
         if any(first < 0 or n < 1 for first, n in self.schedule) or num_threads < 0:
@@ -162,21 +163,21 @@ class StreamedBatches:
         return self.index.batches(step * self.updates + np.arange(self.updates), self.batch_size, (self.lo, self.hi))
 
     def _read(self, index: int) -> tuple[np.ndarray, int | None]:
-        """(image (H, W, C) uint8, label or None) of records[index]; ValueError naming the record on failure."""
+        """(image (H, W, C) uint8, label or None) of records[index]; GanJaxError naming the record on failure."""
         try:
             example = self.records[index]
             image, label = np.asarray(example["image"]), example.get("label")
         except Exception as err:
-            raise ValueError(f"reading record {index} failed: {type(err).__name__}: {err}") from err
+            raise GanJaxError(f"reading record {index} failed: {type(err).__name__}: {err}") from err
         with self._lock:
             self._records_read += 1
         return self._checked(index, image, label)
 
     @staticmethod
     def _checked(index: int, image: np.ndarray, label: Any) -> tuple[np.ndarray, int | None]:
-        """(image (H, W, C), label or None), ValueError naming the record unless it is a uint8 (H, W[, C]) image."""
+        """(image (H, W, C), label or None), GanJaxError naming the record unless it is a uint8 (H, W[, C]) image."""
         if image.dtype != np.uint8 or image.ndim not in (2, 3):
-            raise ValueError(f"record {index}: expected a uint8 (H, W[, C]) image, got {image.dtype} {image.shape}")
+            raise GanJaxError(f"record {index}: expected a uint8 (H, W[, C]) image, got {image.dtype} {image.shape}")
         return (image[..., None] if image.ndim == 2 else image), (None if label is None else int(label))
 
     def _read_many(self, indices: list[int]) -> list[tuple[np.ndarray, int | None]]:
@@ -202,10 +203,10 @@ class StreamedBatches:
         try:
             batch = {"image": np.stack([image for image, _ in examples]).reshape(indices.shape + examples[0][0].shape)}
         except ValueError as err:
-            raise ValueError(f"records {indices.ravel().tolist()} differ in image shape: {err}") from err
+            raise GanJaxError(f"records {indices.ravel().tolist()} differ in image shape: {err}") from err
         if any(label is not None for label in labels):
             if None in labels:
-                raise ValueError(f"of records {indices.ravel().tolist()} some have a 'label' and others not")
+                raise GanJaxError(f"of records {indices.ravel().tolist()} some have a 'label' and others not")
             batch["label"] = np.asarray(labels, np.int32).reshape(indices.shape)
         return batch
 

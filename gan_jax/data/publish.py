@@ -11,6 +11,8 @@ import secrets
 import shutil
 import socket
 
+from gan_jax.errors import GanJaxError
+
 _INCOMPLETE = ".incomplete-"
 _REPLACED = ".replaced-"
 _OWNER = "owner.json"
@@ -95,8 +97,8 @@ def commit(tmp: str, target: str, overwrite: bool, marker: str) -> None:
     old = None
     if os.path.lexists(target) and os.path.isfile(os.path.join(target, marker)):
         if not overwrite:  # appeared while this run was writing
-            raise ValueError(f"dataset {os.path.basename(target)!r} appeared at {target} while preparing: pass "
-                             "--overwrite (overwrite=True) to replace it")
+            raise GanJaxError(f"dataset {os.path.basename(target)!r} appeared at {target} while preparing: pass "
+                              "--overwrite (overwrite=True) to replace it")
         old = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}{_REPLACED}{secrets.token_hex(4)}")
         os.rename(target, old)
     try:
@@ -104,8 +106,8 @@ def commit(tmp: str, target: str, overwrite: bool, marker: str) -> None:
     except OSError as err:
         if old is not None:
             os.rename(old, target)
-        raise ValueError(f"cannot move the finished dataset to {target} ({err.strerror}): move that path away "
-                         "and rerun") from err
+        raise GanJaxError(f"cannot move the finished dataset to {target} ({err.strerror}): move that path away "
+                          "and rerun") from err
     fd = os.open(os.path.dirname(target), os.O_RDONLY)
     try:
         os.fsync(fd)

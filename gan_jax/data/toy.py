@@ -22,6 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from gan_jax.errors import GanJaxError
 from gan_jax.registry import Registry
 
 Sampler = Callable[["ToyDistribution", jax.Array, int], jax.Array]
@@ -46,7 +47,7 @@ class ToyDistribution:
     params: tuple[tuple[str, Any], ...] = ()
 
     def param(self, name: str) -> Any:
-        """The value of parameter `name` of a non-mixture distribution (e.g. theta, noise); ValueError otherwise."""
+        """The value of parameter `name` of a non-mixture distribution (e.g. theta, noise); GanJaxError otherwise."""
         return Registry(f"{self.name} parameter", dict(self.params))[name]
 
     def sample(self, key: jax.Array, n: int) -> jax.Array:
@@ -134,20 +135,20 @@ def _real(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        raise GanJaxError(f"{name} must be finite, got {value!r}")
     return float(value)
 
 
 def _positive(name: str, value: Any) -> float:
     value = _real(name, value)
     if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
+        raise GanJaxError(f"{name} must be > 0, got {value!r}")
     return value
 
 
 def _count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        raise GanJaxError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
 
 
@@ -186,11 +187,11 @@ def two_gaussians_1d(
     """
     std = _positive("std", std)
     if len(means) != 2 or len(weights) != 2:
-        raise ValueError(f"means and weights must have 2 entries, got means={means!r}, weights={weights!r}")
+        raise GanJaxError(f"means and weights must have 2 entries, got means={means!r}, weights={weights!r}")
     means = tuple(_real("means", m) for m in means)
     weights = tuple(_positive("weights", w) for w in weights)
     if abs(sum(weights) - 1.0) > 1e-6:
-        raise ValueError(f"weights must sum to 1, got {weights!r} (sum {sum(weights)})")
+        raise GanJaxError(f"weights must sum to 1, got {weights!r} (sum {sum(weights)})")
     return _mixture("two_gaussians_1d", [(m,) for m in means], std, weights)
 
 
@@ -211,7 +212,7 @@ def swiss_roll(noise: float = 0.25, scale: float = 7.5) -> ToyDistribution:
     """
     noise, scale = _real("noise", noise), _positive("scale", scale)
     if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise!r}")
+        raise GanJaxError(f"noise must be >= 0, got {noise!r}")
     return ToyDistribution(
         name="swiss_roll", dim=2, sampler=_swiss_roll_sample, params=(("noise", noise), ("scale", scale))
     )
@@ -250,13 +251,13 @@ def names() -> tuple[str, ...]:
 def get(name: str, **kwargs: Any) -> ToyDistribution:
     """_REGISTRY[name](**kwargs): the distribution `name` with its parameters (see each factory's defaults).
 
-    ValueError for an unknown name or parameter name, or a parameter out of its range (TypeError: not a number).
+    GanJaxError for an unknown name or parameter name, or a parameter out of its range (TypeError: not a number).
     """
     factory = _REGISTRY[name]
     valid = tuple(inspect.signature(factory).parameters)
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} for {name!r}; valid parameters: {', '.join(valid)}")
+        raise GanJaxError(f"unknown parameter(s) {unknown} for {name!r}; valid parameters: {', '.join(valid)}")
     return factory(**kwargs)
 
 
