@@ -449,8 +449,8 @@ def test_schedule_config_survives_the_json_round_trip_of_a_resume():
 
 
 @pytest.mark.parametrize("fields, message", [
-    (dict(schedule="linear"), r"config.optim.critic.schedule: unknown learning-rate schedule 'linear'; valid names: "
-                              r"constant, step, cosine$"),
+    (dict(schedule="linear_warmup"), r"config.optim.critic.schedule: unknown learning-rate schedule 'linear_warmup'; "
+                                     r"valid names: constant, step, cosine, linear$"),
     (dict(schedule="step"), r"config.optim.critic.boundaries=\(\) is invalid for schedule='step'"),
     (dict(schedule="step", boundaries=(5, 3)), r"boundaries=\(5, 3\) is invalid .* increasing"),
     (dict(schedule="cosine"), r"config.optim.critic.decay_steps=0 is invalid for schedule='cosine'"),
