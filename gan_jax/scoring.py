@@ -1,9 +1,8 @@
 """Scoring a generator as the field does: samples generated in batches, never held all at once, reduced to
 features and counts on the way, then FID/KID/IS/precision-recall/density-coverage against the real data.
 
-    extractor = scoring.make_extractor(cfg, source, classifier)        # once per run (it may load weights)
-    result = scoring.score(cfg, source, generate, key, extractor=extractor, classifier=classifier,
-                           cache_dir=data_dir, write_cache=True)
+    scorer = scoring.Scorer(cfg, source, key, classifier=params_or_None, cache_dir=data_dir, write_cache=True)
+    result = scorer(generate)                  # again at every evaluation: the extractor and real side are reused
 
 `generate(start, stop) -> (samples, labels or None)` gives samples start..stop-1 as model output (host arrays);
 the same indices give the same samples, so a score is a pure function of (state, config). What is kept while
@@ -231,70 +230,88 @@ def make_extractor(cfg: ml_collections.ConfigDict, source: Any,
     return extractor
 
 
-def score(cfg: ml_collections.ConfigDict, source: Any, generate: Generate, key: jax.Array, *,
-          extractor: Optional[extractors_lib.Extractor] = None, classifier: Any = None,
-          cache_dir: Optional[str] = None, write_cache: bool = False) -> dict[str, Any]:
-    """{metric: value} of train.eval_samples generated samples, streamed in eval.batch_size batches.
+class Scorer:
+    """`scorer(generate) -> {metric: value}` of a run's generated samples: the run's extractor is built once here (it
+    may load weights), and the real data's reference features are computed at the first call and then reused
+    (they do not change during a run: at every periodic evaluation they would otherwise be read and digested again).
 
     Every dataset: sliced W₁ to as many real examples (at most SLICED_W1_SAMPLES). Toy mixtures: mode coverage,
     high-quality share, reverse KL of the mode histogram. Labelled data with `classifier`: class coverage and,
     for a conditional generator, mean per-class accuracy. Then eval.metrics in eval.extractor's features
-    (`extractor/fd`, `extractor/kid`, ...) with `extractor` (`make_extractor`; None: none of them), against
-    `reference_features`.
+    (`extractor/fd`, `extractor/kid`, ...) against `reference_features` (cached under `cache_dir`, written there
+    only with `write_cache`). `key` fixes the real draws (toy data) and the sliced W₁ projections.
     """
-    n, batch = int(cfg.train.eval_samples), int(cfg.eval.batch_size)
-    data_key, w_key = jax.random.split(key)
-    names = () if extractor is None else metric_names(cfg, extractor)
-    flat_kept, points, features, logits = [], [], [], []
-    counts = correct = per_label = None
-    for x, labels in batches(generate, n, batch):
-        x = np.asarray(x, np.float32)
-        kept = sum(len(k) for k in flat_kept)
-        if kept < SLICED_W1_SAMPLES:
-            flat_kept.append(x[:SLICED_W1_SAMPLES - kept].reshape(min(len(x), SLICED_W1_SAMPLES - kept), -1))
-        if source.distribution is not None:
-            points.append(x)
-        if classifier is not None:
-            lg, _ = metrics_lib.classifier_apply(classifier, jnp.asarray(x))
-            predicted = np.asarray(jnp.argmax(lg, axis=1))
-            k = int(lg.shape[1])
-            counts = np.bincount(predicted, minlength=k) + (0 if counts is None else counts)
-            if labels is not None:
-                labels = np.asarray(labels)
-                correct = np.bincount(labels, weights=predicted == labels, minlength=k) + (
-                    0 if correct is None else correct)
-                per_label = np.bincount(labels, minlength=k) + (0 if per_label is None else per_label)
-        if extractor is not None and names:
-            f, lg = extractor.apply(x)
-            features.append(f)
-            if lg is not None:
-                logits.append(lg)
 
-    result: dict[str, Any] = {}
-    dist = source.distribution
-    if dist is not None and dist.means is not None:
-        cover = metrics_lib.mode_coverage(jnp.asarray(np.concatenate(points)), jnp.asarray(dist.means), dist.std)
-        result.update(modes_captured=int(cover.modes_captured), n_modes=len(dist.means),
-                      high_quality=float(cover.high_quality_fraction), mode_reverse_kl=float(cover.reverse_kl))
-    real = np.asarray(real_examples(source, sum(len(k) for k in flat_kept), data_key).x, np.float32)
-    fake_flat = np.concatenate(flat_kept)[:len(real)]
-    result["sliced_w1"] = float(metrics_lib.sliced_w1(jnp.asarray(fake_flat), jnp.asarray(real.reshape(len(real), -1)),
-                                                      w_key))
-    if counts is not None:
-        covered, kl = metrics_lib.histogram_summary(jnp.asarray(counts, jnp.int32), 1)
-        result.update(classes_covered=int(covered), class_reverse_kl=float(kl))
-        if per_label is not None:
-            present = per_label > 0
-            result["class_accuracy"] = float(np.mean(correct[present] / per_label[present]))
-    if names:
-        fake = FeatureSet(np.concatenate(features), np.concatenate(logits) if logits else None)
-        reference, what = reference_features(cfg, source, extractor, data_key, n, cache_dir=cache_dir,
-                                             write_cache=write_cache)
-        if not str(cfg.eval.metrics).strip():  # the default set: only what these sample counts allow
-            names = _feasible(names, min(len(reference.features), len(fake.features)), extractor.dim, cfg)
-        result.update(feature_metrics(names, reference, fake, extractor.name, cfg))
-        result["reference"] = what
-    return result
+    def __init__(self, cfg: ml_collections.ConfigDict, source: Any, key: jax.Array, *, classifier: Any = None,
+                 cache_dir: Optional[str] = None, write_cache: bool = False):
+        self.cfg, self.source, self.classifier = cfg, source, classifier
+        self.cache_dir, self.write_cache = cache_dir, write_cache
+        self.data_key, self.w_key = jax.random.split(key)
+        self.extractor = make_extractor(cfg, source, classifier)
+        self._reference: Optional[tuple[FeatureSet, str]] = None
+
+    def reference(self) -> tuple[FeatureSet, str]:
+        """(the real data's FeatureSet, what it is), computed once."""
+        if self._reference is None:
+            self._reference = reference_features(self.cfg, self.source, self.extractor, self.data_key,
+                                                 int(self.cfg.train.eval_samples), cache_dir=self.cache_dir,
+                                                 write_cache=self.write_cache)
+        return self._reference
+
+    def __call__(self, generate: Generate) -> dict[str, Any]:
+        """{metric: value} of train.eval_samples samples of `generate`, streamed in eval.batch_size batches."""
+        cfg, source, classifier, extractor = self.cfg, self.source, self.classifier, self.extractor
+        n, batch = int(cfg.train.eval_samples), int(cfg.eval.batch_size)
+        names = () if extractor is None else metric_names(cfg, extractor)
+        flat_kept, points, features, logits = [], [], [], []
+        counts = correct = per_label = None
+        for x, labels in batches(generate, n, batch):
+            x = np.asarray(x, np.float32)
+            kept = sum(len(k) for k in flat_kept)
+            if kept < SLICED_W1_SAMPLES:
+                flat_kept.append(x[:SLICED_W1_SAMPLES - kept].reshape(min(len(x), SLICED_W1_SAMPLES - kept), -1))
+            if source.distribution is not None:
+                points.append(x)
+            if classifier is not None:
+                lg, _ = metrics_lib.classifier_apply(classifier, jnp.asarray(x))
+                predicted = np.asarray(jnp.argmax(lg, axis=1))
+                k = int(lg.shape[1])
+                counts = np.bincount(predicted, minlength=k) + (0 if counts is None else counts)
+                if labels is not None:
+                    labels = np.asarray(labels)
+                    correct = np.bincount(labels, weights=predicted == labels, minlength=k) + (
+                        0 if correct is None else correct)
+                    per_label = np.bincount(labels, minlength=k) + (0 if per_label is None else per_label)
+            if extractor is not None and names:
+                f, lg = extractor.apply(x)
+                features.append(f)
+                if lg is not None:
+                    logits.append(lg)
+
+        result: dict[str, Any] = {}
+        dist = source.distribution
+        if dist is not None and dist.means is not None:
+            cover = metrics_lib.mode_coverage(jnp.asarray(np.concatenate(points)), jnp.asarray(dist.means), dist.std)
+            result.update(modes_captured=int(cover.modes_captured), n_modes=len(dist.means),
+                          high_quality=float(cover.high_quality_fraction), mode_reverse_kl=float(cover.reverse_kl))
+        real = np.asarray(real_examples(source, sum(len(k) for k in flat_kept), self.data_key).x, np.float32)
+        fake_flat = np.concatenate(flat_kept)[:len(real)]
+        result["sliced_w1"] = float(metrics_lib.sliced_w1(
+            jnp.asarray(fake_flat), jnp.asarray(real.reshape(len(real), -1)), self.w_key))
+        if counts is not None:
+            covered, kl = metrics_lib.histogram_summary(jnp.asarray(counts, jnp.int32), 1)
+            result.update(classes_covered=int(covered), class_reverse_kl=float(kl))
+            if per_label is not None:
+                present = per_label > 0
+                result["class_accuracy"] = float(np.mean(correct[present] / per_label[present]))
+        if names:
+            fake = FeatureSet(np.concatenate(features), np.concatenate(logits) if logits else None)
+            reference, what = self.reference()
+            if not str(cfg.eval.metrics).strip():  # the default set: only what these sample counts allow
+                names = _feasible(names, min(len(reference.features), len(fake.features)), extractor.dim, cfg)
+            result.update(feature_metrics(names, reference, fake, extractor.name, cfg))
+            result["reference"] = what
+        return result
 
 
 def real_examples(source: Any, n: int, key: jax.Array) -> Any:

@@ -127,15 +127,12 @@ class _StopRequest:
 
 
 def evaluator(cfg: ml_collections.ConfigDict, source: DataSource, classifier: Any = None, *,
-              write_cache: bool = True) -> Callable[[scoring.Generate], dict[str, Any]]:
-    """`evaluate(generate)`: `scoring.score` of the samples `generate(start, stop)` gives (mode/class coverage,
-    sliced W₁, eval.metrics in eval.extractor's features, built once here); the real data's reference features
-    are cached in the data directory (written by process 0 when `write_cache`)."""
-    extractor = scoring.make_extractor(cfg, source, classifier)
-    key = jax.random.key(cfg.seed + 2)
-    return lambda generate: scoring.score(cfg, source, generate, key, extractor=extractor, classifier=classifier,
-                                          cache_dir=_reference_cache_dir(cfg),
-                                          write_cache=write_cache and parallel.is_writer())
+              write_cache: bool = True) -> scoring.Scorer:
+    """`evaluate(generate)`: the run's `scoring.Scorer` (mode/class coverage, sliced W₁, eval.metrics in
+    eval.extractor's features); the real data's reference features are cached in the data directory (written by
+    process 0 when `write_cache`)."""
+    return scoring.Scorer(cfg, source, jax.random.key(cfg.seed + 2), classifier=classifier,
+                          cache_dir=_reference_cache_dir(cfg), write_cache=write_cache and parallel.is_writer())
 
 
 def _reference_cache_dir(cfg: ml_collections.ConfigDict) -> str | None:

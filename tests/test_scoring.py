@@ -44,9 +44,11 @@ def test_streamed_toy_scores_equal_the_metrics_of_all_samples_at_once():
     source = make_source(cfg.data)
     x, generate = _points_generator(source.distribution, cfg.train.eval_samples)
     key = jax.random.key(3)
-    scores = scoring.score(cfg, source, generate, key)
-    cfg.eval.batch_size = 7  # another batching of the same samples
-    again = scoring.score(cfg, source, generate, key)
+    scorer = scoring.Scorer(cfg, source, key)
+    scores = scorer(generate)
+    assert scorer(generate) == scores  # the reference, computed once, is reused
+    cfg.eval.batch_size = 7  # another batching of the same samples (and of the reference draws)
+    again = scoring.Scorer(cfg, source, key)(generate)
     for name in ("points/fd", "points/kid", "points/precision", "points/recall", "points/density",
                  "points/coverage", "modes_captured", "high_quality"):
         np.testing.assert_allclose(again[name], scores[name], rtol=1e-9, atol=1e-12, err_msg=name)
