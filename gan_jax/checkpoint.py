@@ -804,6 +804,8 @@ def restore_readonly(path: PathLike, like: PyTree, config: Optional[ConfigLike] 
             if deleted < len(steps) or not steps:
                 break
     if not steps:
-        raise NoValidCheckpointError(f"no {wanted} in {directory} (unfinished saves are ignored)")
+        committed = ", ".join(map(str, _committed_steps(directory))) or "none"
+        raise NoValidCheckpointError(f"no {wanted} in {directory} (unfinished saves are ignored); committed steps: "
+                                     f"{committed}")
     raise NoValidCheckpointError(f"none of the {len(steps)} committed checkpoint step(s) in {directory} could be "
                                  f"restored: {'; '.join(skipped)}. Nothing was changed on disk.")
