@@ -126,6 +126,21 @@ def toy(name: str, method: str, arg: str | None = None, **data_kwargs) -> ml_col
     return cfg
 
 
+def _conv_schedule(cfg: ml_collections.ConfigDict, every: int, eval_samples: int) -> None:
+    """One step per call, the critic loop unrolled; logs every 100 steps, checkpoints and figures `every` steps.
+
+    XLA:CPU (jax 0.10) runs convolutions inside a while loop 4-7x slower (benchmarks/train_speed.py, digits conv
+    step: 31 steps/s for one step per call against 14 with 10 fused; results/benchmarks.md), so the compiled step
+    of a conv net has no loop at all.
+    """
+    cfg.train.steps_per_call = 1
+    cfg.train.unroll_loops = True
+    cfg.train.log_every = 100
+    cfg.train.checkpoint_every = every
+    cfg.train.sample_every = every
+    cfg.train.eval_samples = eval_samples
+
+
 def images(name: str, method: str, arg: str | None = None, image_size: int = 0,
            data_dir: str = "") -> ml_collections.ConfigDict:
     """The config of METHODS[method] on image dataset `name` in variant `arg`: DCGAN-style conv generator and
@@ -141,15 +156,7 @@ def images(name: str, method: str, arg: str | None = None, image_size: int = 0,
     cfg.model.base_width = 32
     _apply_method(cfg, method, penalty_weight=10.0)
     cfg.train.steps = 4000
-    # XLA:CPU (jax 0.10) runs convolutions inside a while loop 4-7x slower (benchmarks/train_speed.py, digits
-    # conv step: 31 steps/s for one step per call against 14 with 10 fused; results/benchmarks.md): one step
-    # per call, the critic loop unrolled, so the compiled step has no loop at all.
-    cfg.train.steps_per_call = 1
-    cfg.train.unroll_loops = True
-    cfg.train.log_every = 100
-    cfg.train.checkpoint_every = 1000
-    cfg.train.sample_every = 1000
-    cfg.train.eval_samples = 1000
+    _conv_schedule(cfg, every=1000, eval_samples=1000)
     variant(cfg)
     return cfg
 
@@ -174,13 +181,6 @@ def image_gan(name: str, kind: str, method: str, arg: str | None = None, *, imag
     _apply_method(cfg, method, penalty_weight=10.0)
     cfg.train.steps = steps
     cfg.train.ema_decay = ema_decay
-    # One step per call with the critic loop unrolled: XLA:CPU runs convolutions inside a loop several times
-    # slower (see `images`).
-    cfg.train.steps_per_call = 1
-    cfg.train.unroll_loops = True
-    cfg.train.log_every = 100
-    cfg.train.checkpoint_every = 5000
-    cfg.train.sample_every = 5000
-    cfg.train.eval_samples = 10_000
+    _conv_schedule(cfg, every=5000, eval_samples=10_000)
     variant(cfg)
     return cfg
