@@ -114,6 +114,7 @@ def _as_numpy(x):
     return np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
 
 
+@pytest.mark.slow  # three CLI runs per config; the first of each network compiles cold (about 70 s of CPU)
 @pytest.mark.parametrize("name", CONFIGS)
 def test_smoke_trains_through_the_cli_and_resumes_bitwise_after_sigterm(tmp_path, name):
     config = _path(name) + ":smoke"

@@ -148,7 +148,7 @@ KINDS: Registry[Callable[..., _Pair]] = Registry("model kind", {
     "mlp": _build_mlp,
     "conv": _build_conv,
     "dcgan": _build_dcgan,
-    "resnet": _residual_pair("resnet", resnet.ResNetGenerator, resnet.ResNetCritic, 64, ()),
+    "resnet": _residual_pair("resnet", resnet.ResNetGenerator, resnet.ResNetCritic, resnet.DEFAULT_CHANNELS, ()),
     "biggan": _residual_pair("biggan", biggan.BigGANGenerator, biggan.BigGANCritic, biggan.DEFAULT_CHANNELS,
                              ("shared_embedding_dim", "hierarchical_latent")),
 })

@@ -54,6 +54,8 @@ class Plan(NamedTuple):
         return tuple(sides)
 
 
+DEFAULT_CHANNELS = 64  # with which PLANS gives Mimicry's widths
+
 # Mimicry's SNGAN nets (ngf/ndf = 256/128 at 32, 512/1024 at 48, 1024/1024 at 64 and 128), with ch = 64.
 PLANS: dict[int, Plan] = {
     32: Plan(4, (4, 4, 4, 4), (2, 2, 2, 2), (True, True, False, False)),
@@ -114,7 +116,7 @@ class ResNetGenerator(_ResNetModule):
 
     image_size: int
     channels: int = 3
-    ch: int = 64  # channel multiplier
+    ch: int = DEFAULT_CHANNELS  # channel multiplier
     num_classes: int = 0
     shared_embedding_dim: int = 0
     hierarchical_latent: bool = False
@@ -191,7 +193,7 @@ class ResNetCritic(_ResNetModule):
     """
 
     image_size: int
-    ch: int = 64  # channel multiplier
+    ch: int = DEFAULT_CHANNELS  # channel multiplier
     num_classes: int = 0
     spectral_norm: bool = True
     wide: bool = False
