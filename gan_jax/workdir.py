@@ -22,11 +22,13 @@ A training run calls, on every process, after `jax.distributed` is initialised (
 - An empty or blank path is refused (`resolve`): it would mean the current directory.
 - A full disk while the run writes (`disk_full_as_error`) becomes one `DiskFullError` naming the newest complete
   checkpoint and the space a checkpoint takes; the error records orbax's threads log about it are dropped (the
-  same error reaches the main thread, which reports it once).
+  same error reaches the main thread, which reports it once), and so are the completions of writes still in
+  flight when orbax closed the failed save's event loop (each printed a traceback).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import errno
@@ -373,6 +375,27 @@ def _disk_full_error(workdir: str, code: int, state_bytes: int) -> DiskFullError
                          "the workdir to a larger disk, then rerun the same command.")
 
 
+class _LoopIgnoringLateCallbacks(asyncio.SelectorEventLoop):
+    """An event loop that drops callbacks posted after it closed: when one of orbax's writes fails, orbax closes
+    its save's loop while tensorstore's other writes are in flight, and each of those that finishes later posts
+    its completion to the closed loop; tensorstore prints that RuntimeError's traceback straight to stderr."""
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        try:
+            return super().call_soon_threadsafe(callback, *args, context=context)
+        except RuntimeError:
+            if not self.is_closed():
+                raise
+            return None
+
+
+class _LoopsIgnoringLateCallbacks(asyncio.DefaultEventLoopPolicy):
+    """The default policy, making `_LoopIgnoringLateCallbacks` loops."""
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return _LoopIgnoringLateCallbacks()
+
+
 class _DropDiskFullRecords(logging.Filter):
     """Drops log records about a full disk: orbax's save threads log the error they then raise in the main thread."""
 
@@ -393,6 +416,8 @@ def disk_full_as_error(workdir: str, state_bytes: int) -> Iterator[None]:
     loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
     for logger in loggers:
         logger.addFilter(quiet)
+    policy = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_LoopsIgnoringLateCallbacks())
     try:
         yield
     except Exception as err:
@@ -401,5 +426,6 @@ def disk_full_as_error(workdir: str, state_bytes: int) -> Iterator[None]:
             raise
         raise _disk_full_error(os.path.abspath(workdir), code, state_bytes) from err
     finally:
+        asyncio.set_event_loop_policy(policy)
         for logger in loggers:
             logger.removeFilter(quiet)

@@ -118,7 +118,11 @@ def test_sigterm_to_one_process_saves_the_same_step_everywhere_and_resume_is_bit
     procs[1].send_signal(signal.SIGTERM)  # the other process is told by JAX's preemption service
     outputs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [128 + signal.SIGTERM] * 2, outputs
-    saved = [int(o.split("saved checkpoint at step ")[1].split(";")[0]) for o in outputs]
+    lines = [re.search(r"gan_jax: SIGTERM received at step (\d+): checkpoint at step \1 saved in (\S+); rerun the "
+                       r"same command to resume\.$", o.strip()) for o in outputs]
+    assert all(lines), [o[-2000:] for o in outputs]
+    assert {line.group(2) for line in lines} == {f"{tmp_path / 'checkpoints'}"}
+    saved = [int(line.group(1)) for line in lines]
     assert saved[0] == saved[1] < 30, saved
     assert os.listdir(tmp_path / "checkpoints") == [str(saved[0])]
 
