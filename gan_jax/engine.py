@@ -102,7 +102,7 @@ def sampling_params(state: TrainState) -> PyTree:
 def _ema_decay(cfg: ml_collections.ConfigDict) -> float:
     decay = float(cfg.train.get("ema_decay", 0.0))
     if not 0.0 <= decay < 1.0:
-        raise ValueError(f"config.train.ema_decay={decay!r} is invalid: must be in [0, 1) (0 = no generator EMA)")
+        raise GanJaxError(f"config.train.ema_decay={decay!r} is invalid: must be in [0, 1) (0 = no generator EMA)")
     return decay
 
 
@@ -138,9 +138,9 @@ def _pack_size(cfg: ml_collections.ConfigDict) -> int:
     """loss.pack, checked: ≥ 1 and dividing data.batch_size."""
     pack = cfg.loss.get("pack", 1)
     if not (isinstance(pack, int) and pack >= 1):
-        raise ValueError(f"config.loss.pack={pack!r} is invalid: must be an integer >= 1 (1 = no packing)")
+        raise GanJaxError(f"config.loss.pack={pack!r} is invalid: must be an integer >= 1 (1 = no packing)")
     if cfg.data.batch_size % pack:
-        raise ValueError(f"config.data.batch_size={cfg.data.batch_size} is not divisible by config.loss.pack={pack}: "
+        raise GanJaxError(f"config.data.batch_size={cfg.data.batch_size} is not divisible by config.loss.pack={pack}: "
                          "the critic scores packs of loss.pack samples of one kind")
     return pack
 
@@ -236,7 +236,7 @@ def make_engine(cfg: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -> 
     generator, critic = models.build(cfg.model, data_shape, batch_axis=DATA_AXIS)
     if pack > 1:
         if cfg.model.get("num_classes", 0):
-            raise ValueError(f"config.loss.pack={pack} cannot be combined with a class-conditional model "
+            raise GanJaxError(f"config.loss.pack={pack} cannot be combined with a class-conditional model "
                              f"(model.num_classes={cfg.model.num_classes}): a pack mixes the labels of m samples")
         critic = models.build(cfg.model, packed_shape(data_shape, pack), batch_axis=DATA_AXIS)[1]
     if acgan_weight > 0:
@@ -541,7 +541,7 @@ def make_train_step(cfg: ml_collections.ConfigDict, engine: Engine, source: Data
     k = steps_per_call or cfg.train.steps_per_call
     per_device = check_batch_divisible(cfg.data.batch_size, mesh)
     if per_device % engine.pack:
-        raise ValueError(
+        raise GanJaxError(
             f"config.data.batch_size={cfg.data.batch_size} over {mesh.shape[DATA_AXIS]} devices is {per_device} "
             f"per device, not divisible by config.loss.pack={engine.pack}: each device packs its own samples")
     per_update, per_example = P(None, DATA_AXIS), P(DATA_AXIS)

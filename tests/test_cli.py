@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from gan_jax import trainer
-from gan_jax import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "experiments", "configs", "ring8_wgan_gp.py")
@@ -77,6 +76,9 @@ def _one_error(result, message):
     ("--config.model.dtype=fp8", "unknown model dtype 'fp8'"),
     ("--config.parallel.num_processes=2", "missing: coordinator_address, process_id"),
     ("--unknown_flag=1", "unknown command line flag 'unknown_flag'"),
+    ("--config.train.ema_decay=1.5", "config.train.ema_decay=1.5 is invalid: must be in [0, 1)"),
+    ("--config.loss.pack=0", "config.loss.pack=0 is invalid"),
+    ("--config.loss.pack=3", "batch_size=64 is not divisible by config.loss.pack=3"),
 ])
 def test_bad_config_is_one_clear_error_and_leaves_no_workdir(tmp_path, override, message):
     workdir = tmp_path / "run"
