@@ -124,10 +124,12 @@ def scatter_grid(
     centers: ArrayLike | None = None,
     ncols: int = 4,
     lim: float | tuple[float, float] | None = None,
+    data: ArrayLike | None = None,
 ) -> str:
     """PNG at ``path`` (returned): ``scatter_samples`` panels (title, samples) in rows of ``ncols`` (methods × seeds).
 
-    Centres (hollow circles) are drawn in every panel; panels have no legend.
+    Centres (hollow circles) and ``data`` (grey, under the samples) are drawn in every panel; a legend only
+    when ``data`` is given.
     """
     if len(panels) == 0:
         raise ValueError("panels must hold at least one (title, samples) pair, got none")
@@ -138,7 +140,7 @@ def scatter_grid(
     fig = _new_figure(3 * ncols, 3 * nrows)
     for i, (title, samples) in enumerate(panels):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        _draw_samples(ax, samples, centers=centers, title=title, lim=lim, legend=False)
+        _draw_samples(ax, samples, data=data, centers=centers, title=title, lim=lim, legend=data is not None)
     return _save(fig, path)
 
 

@@ -70,6 +70,13 @@ def test_mode_collapse_table_covers_every_method(collapse):
         (data,) = results[dataset]["data"]["runs"]
         assert data["modes"] == n_modes
         np.testing.assert_allclose(data["hq"], 1.0 - math.exp(-4.5), atol=0.025)
+        # Against fresh samples of itself the data is the ceiling of the k-NN metrics: near 1 (500 points each).
+        assert min(data["precision"], data["recall"], data["coverage"]) > 0.9, data
+        assert 0.85 < data["density"] < 1.15, data
+        for method in mode_collapse.METHODS:
+            (run,) = results[dataset][method]["runs"]
+            assert all(0.0 <= run[key] <= 1.0 for key in ("precision", "recall", "coverage")), run
+            assert 0.0 <= run["density"] <= 1.0 / mode_collapse.DC_K * 500, run  # at most every ball, k at a time
     steps = mode_collapse.QUICK["steps"]  # quick: one step count for both datasets, no decay
     assert "constant learning rates" in collapse["markdown"]
     assert f"| {steps} / {steps} |" in collapse["markdown"]
@@ -80,6 +87,20 @@ def test_mode_collapse_table_covers_every_method(collapse):
     for figure in collapse["figures"]:
         with open(figure, "rb") as f:
             assert f.read(8) == PNG_MAGIC
+
+
+@pytest.mark.parametrize("dataset", ["ring8", "grid25"])
+def test_samples_on_the_centres_score_every_mode_and_no_recall(dataset):
+    """Every sample on a mode centre: all modes, 100 % HQ, reverse KL 0, precision 1; recall 0 (a sample's k-th
+    neighbour is a copy of it at distance 0, so no data point lies inside a sample's ball), coverage below the
+    data's 0.96: what over-concentration looks like, and what modes/HQ/reverse KL cannot see."""
+    dist = mode_collapse.toy.get(dataset, **mode_collapse.DATASETS[dataset])
+    reference = np.asarray(dist.sample(jax.random.key(mode_collapse.REFERENCE_SEED), 1000))
+    centres = np.repeat(np.asarray(dist.means), 40, axis=0)
+    scores = mode_collapse._scores(centres, dist, reference)
+    assert scores["modes"] == len(dist.means) and scores["hq"] == 1.0 and abs(scores["reverse_kl"]) < 1e-5  # float32
+    assert scores["precision"] == 1.0 and scores["recall"] == 0.0
+    assert scores["coverage"] < 0.9, scores
 
 
 def test_train_and_sample_matches_the_engine_cli(tmp_path):

@@ -15,45 +15,8 @@ optimizer), config overrides (train.ema_decay, loss.pack, loss.name), its number
 samples are drawn (the generator, or DRS / MH-GAN with the trained critic). Shared training protocol: MLP
 generator and critic (width 64, depth 4, latent 2, batch 256); the last `DECAY_FRACTION` of the generator
 steps at `DECAY_FACTOR` × the preset's learning rates (the engine's "step" schedule; experiments/lecture/
-training.py, shared with claim 2). The step decay matters:
-with std 0.01 an HQ sample lies within 0.03 of a mode centre, and at a constant learning rate the generator
-keeps moving by about that much (measured: gan_gp reaches ~70 % HQ on the ring after 3000 steps at 2e-3, 95 %
-after 1000 more at 2e-4). The grid needs more steps and the fourth layer: a generator with a 2-D latent maps
-one connected latent plane onto 25 clusters, and lays samples along bridges between them; measured for gan_gp
-on the grid, seeds 0–1: 2000 steps depth 3 → 20 % HQ, 4000 steps depth 3 → 70 %, 2000 depth 4 → 42 %, 3000
-depth 4 → 73 %, 4000 depth 4 → 84 % (85 % over seeds 0–4), all 25 modes; width 128 (depth 3) costs about
-three times as much per step for less (30 % at 2000 steps, 81 % at 4000); a longer decayed phase (last 50 %)
-or a larger penalty weight (λ = 1) lowers HQ, λ = 0.01 raises it but drops modes.
-
-The best recipe (`BEST`, measured on 2-3 seeds before the 10-seed run; 2 CPU cores):
-* generator EMA (train.ema_decay, Yazıcı et al. 2019) — gan_gp, ring, 2000 steps, seeds 0–2: 89/95/94 % HQ
-  raw → 93/95/95 % with β = 0.99, 54/38/51 % with β = 0.999 (averages too far back into the undecayed phase);
-* more steps — ring, EMA 0.99, seeds 0–2: 2000 steps 93/95/95 % HQ, 4000 → 97/97/97 %, 8000 → 97/98/83 % (seed
-  2 lost a mode); grid, EMA 0.99, seeds 0–1: 4000 steps 83/88 % HQ, 8000 → 92/96 %, 12000 → 97/96 %; 6000 steps
-  with the last half decayed 87/92 %; batch 512 (4000 steps, costlier than 8000 at batch 256) 90/90 %;
-* packing (loss.pack = 2, PacGAN) hurt here: grid, EMA, 8000 steps, seed 0: gan_gp 6 % HQ (18 modes), gan_fast
-  69 % (19 modes), gan 3 % (24 modes) — the recipe's learning rate and penalty were chosen without packing;
-* f-GAN losses in place of the GAN's, with gan_gp's penalty, optimizer and EMA — ring, 2000 steps, seeds 0–1:
-  reverse KL 95/94 % HQ, KL 94/94 %, squared Hellinger 94/95 %, Pearson χ² 96/96 %, vs 93/95 % for the GAN
-  loss: no clear gain (the table keeps reverse KL, the mode-seeking one);
-* the samples the generator leaves between modes (the bridges) are what the critic can still tell from data:
-  discriminator rejection sampling (DRS, Azadi et al. 2019) and MH-GAN (Turner et al. 2019) remove most of
-  them (`REFINE`). The critic as trained (with the gradient penalty and the decayed learning rate) is almost
-  flat at the end — logits within ±0.3 on generator samples; DRS with it kept 92-96 % of the proposals and
-  changed HQ by about 1 point (ring, 2000 steps) — so it is first trained on alone against the final sampling
-  generator (`REFINE["refit_steps"]` steps of logistic loss, no penalty, the learning rate decayed to 0 on a
-  cosine; its logit then estimates log π/p), and its logits calibrated on held-out real and generated samples
-  (gan_jax.sampling.calibrate). Measured on the ring (4000 steps, seeds 0–3; the generator alone: 97.0 / 96.7 /
-  96.6 / 96.9 % HQ, reverse KL ≤ 0.007): exact DRS (accept with exp(l − M), M = the 99th percentile of the
-  logits: the maximum left too few acceptances) 98.8 / 97.1 / 99.0 / 98.6 % HQ but reverse KL 0.010–0.043,
-  as it follows the critic's errors between modes; MH-GAN 98.0 / 95.1 / 98.1 / 98.6 %, reverse KL
-  0.007–0.050; without the cosine decay of the refit both had reverse KL 0.06–0.20. DRS with Azadi et al.'s
-  γ set to the median of their F (acceptance σ(F − γ), about half the proposals kept; not exact: it favours
-  the samples of highest estimated ratio) gave 99.0 / 98.1 / 99.0 / 98.7 % HQ, reverse KL ≤ 0.008, and on the
-  grid (12000 steps, seeds 0–2; the generator alone 96.6 / 96.0 / 96.0 %) 98.3 / 98.6 / 98.4 %, reverse KL
-  0.008–0.024 — the `drs` sampler. A refit batch of 2048 instead of 512 changed these by < 0.5 point.
-Seeds 0–3 served this selection; the table's 10 seeds are 0–9. The 10-seed run of `best+drs` on both datasets
-took 350 s (318 s training, 32 s DRS) on an AMD EPYC with 2 cores.
+training.py, shared with claim 2). How the protocol, the best recipe and its samplers were chosen, with the
+measurements behind each choice, is in results/lecture/mode_collapse_notes.md.
 
     python -m experiments.lecture.mode_collapse --outdir=results/lecture [--quick]
     python -m experiments.lecture.mode_collapse --outdir=results/lecture --methods=best,best+drs,best+mh --seeds=10
@@ -65,10 +28,11 @@ from every stored result whose config still matches `METHODS` (others are listed
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -82,7 +46,8 @@ from absl import flags
 from experiments.configs import common as configs
 from experiments.lecture import common
 from experiments.lecture.training import DECAY_FACTOR, DECAY_FRACTION, latents, train_states, with_step_decay
-from gan_jax import losses, metrics, plotting, sampling
+from gan_jax import config as config_lib
+from gan_jax import evaluation, losses, metrics, plotting, sampling
 from gan_jax import engine as engine_lib
 from gan_jax.data import toy
 from gan_jax.registry import Registry
@@ -91,26 +56,44 @@ NAME = "mode_collapse"
 DATASETS = {"ring8": dict(radius=1.0, std=0.01), "grid25": dict(spacing=2.0, std=0.05)}
 N_SAMPLES = 2500
 HQ_THRESHOLD = 3.0  # in units of the component std
+# k-NN metrics against N_SAMPLES fresh data samples: precision/recall with k = 3 (Kynkäänniemi et al. 2019),
+# density/coverage with k = 5 (Naeem et al. 2020), each paper's recommended k.
+PR_K, DC_K = 3, 5
+KNN_COLUMNS = ("precision", "recall", "density", "coverage")
+REFERENCE_SEED = 2**31 - 1  # the reference sample's key: no run or data row draws with it
 SEEDS = 5  # methods without their own `seeds`
 STEPS = {"ring8": 2000, "grid25": 4000}  # generator steps of methods without their own `steps`
 MODEL = dict(width=64, depth=4, latent_dim=2, batch_size=256, steps_per_call=50)
 SHOWN_SEEDS = 5  # seeds of the best recipe (BEST[0]) in the figure; one of every other method
+# The zoomed figure: the mode nearest this point, in units of its std, for these methods' seed 0 (over the data).
+ZOOM_POINT = {"ring8": (1.0, 0.0), "grid25": (0.0, 0.0)}
 
 
 class Method(NamedTuple):
     """An engine config (a preset of experiments/configs/common.py plus overrides) and how to draw its samples."""
 
     preset: str
-    overrides: tuple[tuple[str, object], ...] = ()  # (dotted config key, value)
+    overrides: tuple[tuple[str, object], ...] = ()  # (dotted config key, value): ConfigDict.update_from_flattened_dict
     steps: tuple[tuple[str, int], ...] = ()  # (dataset, generator steps); default STEPS
-    sampler: str = "generator"  # "generator" | "drs" | "mh" (see `REFINE`)
+    sampler: str = "generator"  # a name in SAMPLERS
     seeds: int = SEEDS
     description: str = ""
+    decay_fraction: float | None = None  # the decayed share of the steps; None: the protocol's (DECAY_FRACTION)
+    refine: tuple[tuple[str, object], ...] = ()  # (REFINE key, value) for this method's critic-driven sampler
+    dataset_overrides: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()  # (dataset, its overrides)
 
 
 _EMA = (("train.ema_decay", 0.99),)
 _BEST_STEPS = (("ring8", 4000), ("grid25", 12000))
 _BEST = dict(preset="gan_gp", overrides=_EMA, steps=_BEST_STEPS, seeds=10)
+# The resolution a critic needs inside a mode of std σ is a slope of order 1/σ: the one-centred penalty at
+# λ = 0.1 keeps it near 1, so the critic cannot see a mode drawn too narrow. A smaller λ lets it (the grid's
+# modes are 5× wider and it drops modes below λ = 0.01), and a latent wider than the data's 2 dimensions gives
+# the generator a 2-D spread to draw inside each mode (results/lecture/mode_collapse_notes.md).
+_SPREAD = dict(preset="gan_gp", overrides=(*_EMA, ("model.latent_dim", 8)),
+               dataset_overrides=(("ring8", (("loss.penalty_weight", 0.001),)),
+                                  ("grid25", (("loss.penalty_weight", 0.01),))),
+               steps=(("ring8", 8000), ("grid25", 12000)), seeds=10)
 METHODS: Registry[Method] = Registry("mode-collapse method", {
     "gan": Method("gan", description="Goodfellow et al. 2014, non-saturating"),
     "gan_fast": Method("gan_fast", description="gan with gan_gp's optimizer, no penalty (control)"),
@@ -125,8 +108,22 @@ METHODS: Registry[Method] = Registry("mode-collapse method", {
     "best": Method(**_BEST, description="gan_gp + EMA 0.99, ring 4000 / grid 12000 steps"),
     "best+drs": Method(**_BEST, sampler="drs", description="best, discriminator rejection sampling (Azadi et al. 2019)"),
     "best+mh": Method(**_BEST, sampler="mh", description="best, MH-GAN (Turner et al. 2019)"),
+    # What makes `best` draw each mode too narrow (issue: recall and coverage far below the data's): one change
+    # of it per row.
+    "best-ema": Method("gan_gp", steps=_BEST_STEPS, seeds=10, description="best without the generator EMA"),
+    "best-decay": Method(**_BEST, decay_fraction=0.0, description="best at constant learning rates"),
+    "best+gp0.01": Method("gan_gp", (*_EMA, ("loss.penalty_weight", 0.01)), _BEST_STEPS, seeds=10,
+                          description="best with the gradient penalty's weight λ = 0.01 (0.1 ÷ 10)"),
+    "best+r1": Method("gan_gp", (*_EMA, ("loss.penalty", "r1"), ("loss.penalty_weight", 0.001)), _BEST_STEPS,
+                      seeds=10, description="best with the zero-centred R1 penalty on real data, γ = 0.001"),
+    "best+latent8": Method("gan_gp", (*_EMA, ("model.latent_dim", 8)), _BEST_STEPS, seeds=10,
+                           description="best with an 8-dimensional latent"),
+    "spread": Method(**_SPREAD, description="gan_gp + EMA 0.99, latent 8, λ = 0.001 (ring) / 0.01 (grid), ring "
+                     "8000 / grid 12000 steps"),
+    "spread+drs": Method(**_SPREAD, sampler="drs", description="spread, discriminator rejection sampling"),
 })
-BEST = ("best", "best+drs", "best+mh")  # the rows of the headline table
+BEST = ("best", "best+drs", "best+mh", "spread", "spread+drs")  # the rows of the headline table
+ZOOM_METHODS = ("best", "best+drs", "spread")  # the zoomed figure's columns
 # DRS / MH-GAN (sampler "drs", "mh"): the critic is trained on alone for refit_steps (Adam, logistic loss, no
 # penalty) against the sampling generator, its logits calibrated on `calibration` held-out real and generated
 # samples, then applied to proposals × n_samples generator samples (MH: n_samples chains of `proposals` steps).
@@ -163,25 +160,24 @@ SEEDS_FLAG = flags.DEFINE_integer("seeds", None, "Seeds per method (default: eac
 
 
 def make_config(dataset: str, method: Method | str, steps: int, model: dict,
-                decay_fraction: float = DECAY_FRACTION) -> ml_collections.ConfigDict:
+                decay_fraction: float | None = None) -> ml_collections.ConfigDict:
     """`method`'s engine config on the published `dataset`, trained for `steps` generator steps.
 
-    `model` gives the sizes (keys of MODEL); the last `decay_fraction` of the steps run at DECAY_FACTOR × the
-    learning rates. A str `method` is a bare preset.
+    `model` gives the sizes (keys of MODEL); the last `decay_fraction` of the steps (None: the method's own, else
+    DECAY_FRACTION) run at DECAY_FACTOR × the learning rates. A str `method` is a bare preset.
     """
     method = Method(method) if isinstance(method, str) else method
+    if decay_fraction is None:
+        decay_fraction = DECAY_FRACTION if method.decay_fraction is None else method.decay_fraction
     cfg = configs.toy(dataset, method.preset, None, **DATASETS[dataset])
     cfg.model.width, cfg.model.depth, cfg.model.latent_dim = model["width"], model["depth"], model["latent_dim"]
     cfg.data.batch_size = model["batch_size"]
     cfg.train.steps, cfg.train.steps_per_call = steps, model["steps_per_call"]
-    for key, value in method.overrides:
-        *path, leaf = key.split(".")
-        node = cfg
-        for part in path:
-            node = node[part]
-        if leaf not in node:
-            raise ValueError(f"method override {key}={value!r}: the config has no field {key!r}")
-        node[leaf] = value
+    overrides = {**dict(method.overrides), **dict(dict(method.dataset_overrides).get(dataset, ()))}
+    unknown = [key for key in overrides if key not in config_lib.flatten(cfg.to_dict())]
+    if unknown:  # update_from_flattened_dict would add a misspelt leaf silently
+        raise ValueError(f"method overrides {unknown}: the config has no such field")
+    cfg.update_from_flattened_dict(overrides)
     if decay_fraction > 0:
         cfg = with_step_decay(cfg, steps - int(round(decay_fraction * steps)), DECAY_FACTOR)
     return cfg
@@ -198,8 +194,6 @@ def make_refined_sampler(engine: engine_lib.Engine, dist: toy.ToyDistribution, l
     The critic of `state` is refitted and calibrated as `REFINE` says; the statistic is DRS's acceptance rate or
     the mean number of proposals each MH chain accepted.
     """
-    if kind not in ("drs", "mh"):
-        raise ValueError(f"unknown sampler {kind!r}; valid: 'generator', 'drs', 'mh'")
     if engine.pack != 1:
         raise ValueError(f"{kind} needs one critic logit per sample; the critic scores packs of loss.pack="
                          f"{engine.pack} samples: use loss.pack=1")
@@ -255,11 +249,44 @@ def make_refined_sampler(engine: engine_lib.Engine, dist: toy.ToyDistribution, l
 # Evaluation, stored results, tables and figures
 
 
-def _coverage(samples: np.ndarray, dist: toy.ToyDistribution) -> dict[str, float]:
+def _scores(samples: np.ndarray, dist: toy.ToyDistribution, reference: np.ndarray) -> dict[str, float]:
+    """The published columns (modes, HQ, reverse KL), the within-1σ share, and k-NN precision/recall (k =
+    PR_K) and density/coverage (k = DC_K) against `reference`, fresh samples of the data."""
     cover = metrics.mode_coverage(samples, dist.centers(), dist.std, threshold=HQ_THRESHOLD)
     within_1 = metrics.mode_coverage(samples, dist.centers(), dist.std, threshold=1.0)
+    precision, recall = evaluation.precision_recall(reference, samples, k=PR_K)
+    density, coverage = evaluation.density_coverage(reference, samples, k=DC_K)
     return {"modes": int(cover.modes_captured), "hq": float(cover.high_quality_fraction),
-            "reverse_kl": float(cover.reverse_kl), "within_1sd": float(within_1.high_quality_fraction)}
+            "reverse_kl": float(cover.reverse_kl), "within_1sd": float(within_1.high_quality_fraction),
+            "precision": precision, "recall": recall, "density": density, "coverage": coverage}
+
+
+def _one_mode(points: np.ndarray, dist: toy.ToyDistribution, dataset: str) -> np.ndarray:
+    """(x − μ)/σ of the points whose nearest mean μ is the one nearest ZOOM_POINT[dataset]."""
+    means = np.asarray(dist.means)
+    mode = np.argmin(np.sum((means - np.asarray(ZOOM_POINT[dataset])) ** 2, axis=1))
+    nearest = np.argmin(np.sum((points[:, None, :] - means[None]) ** 2, axis=-1), axis=1)
+    return (points[nearest == mode] - means[mode]) / dist.std
+
+
+def _zoom_figure(outdir: str, current: dict, stored_samples: dict) -> str | None:
+    """PNG of one mode per dataset, in units of its std: the data over each ZOOM_METHODS row's seed 0."""
+    shown = [m for m in ZOOM_METHODS if all(m in current[d] for d in DATASETS)]
+    if not shown:
+        return None
+    panels, figures = [], []
+    for dataset, kwargs in DATASETS.items():
+        dist = toy.get(dataset, **kwargs)
+        data = _one_mode(np.asarray(stored_samples[f"{dataset}/data"][0], np.float32), dist, dataset)
+        panels = []
+        for name in shown:
+            run = current[dataset][name]["runs"][0]
+            points = _one_mode(np.asarray(stored_samples[f"{dataset}/{name}"][0], np.float32), dist, dataset)
+            panels.append((f"{dataset} / {name}, seed 0\nrecall {run['recall']:.2f}, coverage {run['coverage']:.2f}",
+                           points))
+        figures.append(plotting.scatter_grid(os.path.join(outdir, f"{NAME}_zoom_{dataset}.png"), panels,
+                                             centers=np.zeros((1, 2)), ncols=len(panels), lim=4.0, data=data))
+    return _stack_pngs(os.path.join(outdir, f"{NAME}_zoom.png"), figures)
 
 
 def _mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
@@ -336,12 +363,15 @@ def run(outdir: str, quick: bool = False, *, seeds: int | None = None, steps: in
     """
     methods = list(METHODS) if methods is None else list(methods)
     for name in methods:
-        METHODS.get(name)  # ValueError "unknown mode-collapse method 'x'; valid names: ..."
+        SAMPLERS.get(METHODS.get(name).sampler)  # ValueError "unknown mode-collapse method 'x'; valid names: ..."
     q = QUICK if quick else {}
-    decay_fraction = q.get("decay_fraction", DECAY_FRACTION)
+    decay_fraction = q.get("decay_fraction")  # None: each method's own
     model = {k: q.get(k, v) for k, v in MODEL.items()}
     n_samples = q.get("n_samples", N_SAMPLES)
-    refine = {k: q.get(k, v) for k, v in REFINE.items()}
+    shared_refine = {k: q.get(k, v) for k, v in REFINE.items()}
+
+    def method_refine(name: str) -> dict:
+        return {**shared_refine, **{k: v for k, v in METHODS[name].refine if k not in q}}
     machine = _machine()
 
     def method_steps(name: str, dataset: str) -> int:
@@ -357,8 +387,9 @@ def run(outdir: str, quick: bool = False, *, seeds: int | None = None, steps: in
     for dataset, kwargs in DATASETS.items():
         dist = toy.get(dataset, **kwargs)
         data = np.asarray(dist.sample(jax.random.key(0), n_samples))
-        stored.setdefault(dataset, {})["data"] = {"runs": [_coverage(data, dist)], "seeds": [0], "skipped": [0],
-                                                   "fingerprint": str(n_samples)}
+        reference = np.asarray(dist.sample(jax.random.key(REFERENCE_SEED), n_samples))
+        stored.setdefault(dataset, {})["data"] = {"runs": [_scores(data, dist, reference)], "seeds": [0],
+                                                   "skipped": [0], "fingerprint": str(n_samples)}
         stored_samples[f"{dataset}/data"] = data[None]
         trained = {}  # training config → (engine, states, skipped, seconds): samplers of one training share it
         for name in methods:
@@ -373,13 +404,13 @@ def run(outdir: str, quick: bool = False, *, seeds: int | None = None, steps: in
                 trained[train_key] = (engine, [s[-1] for s in states], skipped, time.perf_counter() - start)
             engine, states, skipped, train_s = trained[train_key]
             start = time.perf_counter()
-            samples, statistic = _draw(engine, states, seed_list, dist, cfg.model.latent_dim, n_samples,
-                                       method.sampler, refine)
+            samples, statistic = SAMPLERS[method.sampler](engine, states, seed_list, dist, cfg.model.latent_dim,
+                                                          n_samples, method_refine(name))
             sample_s = time.perf_counter() - start
             stored[dataset][name] = {
-                "runs": [_coverage(s, dist) for s in samples], "seeds": seed_list, "skipped": skipped.tolist(),
+                "runs": [_scores(s, dist, reference) for s in samples], "seeds": seed_list, "skipped": skipped.tolist(),
                 "steps": int(cfg.train.steps), "train_s": train_s, "sample_s": sample_s, "statistic": statistic,
-                "machine": machine, "fingerprint": _fingerprint(cfg, method, n_samples, refine)}
+                "machine": machine, "fingerprint": _fingerprint(cfg, method, n_samples, method_refine(name))}
             stored_samples[f"{dataset}/{name}"] = np.asarray(samples[:SHOWN_SEEDS], np.float32)
     _save(outdir, stored, stored_samples)
 
@@ -391,7 +422,8 @@ def run(outdir: str, quick: bool = False, *, seeds: int | None = None, steps: in
             entry = stored.get(dataset, {}).get(name)
             if entry is None:
                 continue
-            if entry["fingerprint"] != _fingerprint(method_config(name, dataset), METHODS[name], n_samples, refine):
+            if entry["fingerprint"] != _fingerprint(method_config(name, dataset), METHODS[name], n_samples,
+                                                    method_refine(name)):
                 stale.append(f"{dataset}/{name}")
                 continue
             current[dataset][name] = entry
@@ -412,17 +444,21 @@ def run(outdir: str, quick: bool = False, *, seeds: int | None = None, steps: in
         figures.append(plotting.scatter_grid(os.path.join(outdir, f"{NAME}_{dataset}.png"), panels,
                                              centers=np.asarray(dist.means), ncols=5, lim=lim))
     png = _stack_pngs(common.png_path(outdir, NAME), figures) if figures else common.png_path(outdir, NAME)
-    markdown = _markdown(current, shown, stale, model, n_samples, decay_fraction, refine)
+    zoom = _zoom_figure(outdir, current, stored_samples)
+    markdown = _markdown(current, shown, stale, model, n_samples, decay_fraction, shared_refine)
     common.write_markdown(outdir, NAME, markdown)
-    return {"results": current, "markdown": markdown, "png": png, "figures": figures, "stale": stale}
+    return {"results": current, "markdown": markdown, "png": png, "figures": figures, "zoom": zoom, "stale": stale}
 
 
-def _draw(engine, states, seed_list, dist, latent_dim, n_samples, kind, refine):
-    """Per seed: n_samples samples of the final state (generator, DRS or MH) and the sampler's statistic."""
-    if kind == "generator":
-        generate = engine_lib.make_sampler(engine)
-        return [np.asarray(generate(engine_lib.sampling_params(s), latents(seed, n_samples, latent_dim)))
-                for seed, s in zip(seed_list, states)], []
+def _generator_samples(engine, states, seed_list, dist, latent_dim, n_samples, refine):
+    """Per seed: G(z) for the seed's n_samples fixed latents, with the sampling parameters (the EMA when on)."""
+    generate = engine_lib.make_sampler(engine)
+    return [np.asarray(generate(engine_lib.sampling_params(s), latents(seed, n_samples, latent_dim)))
+            for seed, s in zip(seed_list, states)], []
+
+
+def _critic_samples(kind, engine, states, seed_list, dist, latent_dim, n_samples, refine):
+    """Per seed: n_samples samples by DRS or MH-GAN (`make_refined_sampler`) and the sampler's statistic."""
     sample = make_refined_sampler(engine, dist, latent_dim, n_samples, kind, refine)
     out, statistic = [], []
     for seed, state in zip(seed_list, states):
@@ -436,20 +472,34 @@ def _draw(engine, states, seed_list, dist, latent_dim, n_samples, kind, refine):
     return out, statistic
 
 
-def _markdown(results, methods, stale, model, n_samples, decay_fraction, refine) -> str:
-    m_ring, m_grid = (len(toy.get(d, **k).means) for d, k in DATASETS.items())
-    headers = ["method", "seeds", f"ring modes (/{m_ring})", "ring HQ %", "ring rev-KL",
-               f"grid modes (/{m_grid})", "grid HQ %", "grid rev-KL"]
+# How a method draws its samples from its trained states: (engine, states, seeds, dist, latent_dim, n_samples,
+# refine) -> (per-seed samples, per-seed statistic).
+SAMPLERS: Registry[Callable] = Registry("mode-collapse sampler", {
+    "generator": _generator_samples,
+    "drs": functools.partial(_critic_samples, "drs"),
+    "mh": functools.partial(_critic_samples, "mh"),
+})
 
-    def row(name):
-        seeds = {len(results[d][name]["runs"]) for d in DATASETS}
+
+def _markdown(results, methods, stale, model, n_samples, decay_fraction, refine) -> str:
+    def headers(dataset):
+        return ["method", "seeds", f"modes (/{len(toy.get(dataset, **DATASETS[dataset]).means)})", "HQ %",
+                "rev-KL", "precision", "recall", "density", "coverage"]
+
+    def row(dataset, name):
+        runs = results[dataset][name]["runs"]
         cells = [name if name != "data" else f"data itself ({n_samples} samples)",
-                 "–" if name == "data" else "/".join(str(s) for s in sorted(seeds))]
+                 "–" if name == "data" else str(len(runs)),
+                 _mean_std([r["modes"] for r in runs], digits=1), _mean_std([r["hq"] for r in runs], 100, 1),
+                 _mean_std([r["reverse_kl"] for r in runs], digits=3)]
+        # "–": stored before the k-NN columns existed (rerun the method to fill them)
+        return cells + [_mean_std([r[key] for r in runs], digits=3) if key in runs[0] else "–" for key in KNN_COLUMNS]
+
+    def tables(names):
+        out = []
         for dataset in DATASETS:
-            runs = results[dataset][name]["runs"]
-            cells += [_mean_std([r["modes"] for r in runs], digits=1), _mean_std([r["hq"] for r in runs], 100, 1),
-                      _mean_std([r["reverse_kl"] for r in runs], digits=3)]
-        return cells
+            out += [f"{dataset}:", "", common.table(headers(dataset), [row(dataset, m) for m in names]), ""]
+        return out
 
     best = [m for m in BEST if m in methods]
     others = [m for m in methods if m not in BEST]
@@ -469,28 +519,39 @@ def _markdown(results, methods, stale, model, n_samples, decay_fraction, refine)
 
     cost_headers = ["method", "steps ring / grid", "ring ≤1σ %", "grid ≤1σ %", "training s", "sampling s",
                     "total s (ring + grid)", "sampler statistic (ring / grid)"]
-    described = [[f"`{name}`", METHODS[name].preset,
-                  ", ".join(f"{k}={v}" for k, v in METHODS[name].overrides) or "–", METHODS[name].sampler,
+    def overrides(method):
+        text = [", ".join(f"{k}={v}" for k, v in method.overrides)]
+        text += [f"{d}: " + ", ".join(f"{k}={v}" for k, v in o) for d, o in method.dataset_overrides]
+        return "; ".join(t for t in text if t) or "–"
+
+    described = [[f"`{name}`", METHODS[name].preset, overrides(METHODS[name]), METHODS[name].sampler,
                   METHODS[name].description] for name in methods]
     published = [[name, *(_anchor(v) for v in ring), *(_anchor(v) for v in grid)] for name, ring, grid in PUBLISHED]
     per_seed = [[f"{d} / {m}", " ".join(str(r["modes"]) for r in results[d][m]["runs"]),
                  " ".join(f"{100 * r['hq']:.0f}" for r in results[d][m]["runs"]),
-                 " ".join(f"{r['reverse_kl']:.3f}" for r in results[d][m]["runs"]), sum(results[d][m]["skipped"])]
+                 " ".join(f"{r['reverse_kl']:.3f}" for r in results[d][m]["runs"]),
+                 " ".join(f"{r['recall']:.2f}" if "recall" in r else "–" for r in results[d][m]["runs"]),
+                 " ".join(f"{r['coverage']:.2f}" if "coverage" in r else "–" for r in results[d][m]["runs"]),
+                 sum(results[d][m]["skipped"])]
                 for d in DATASETS for m in methods]
     machines = sorted({results[d][m]["machine"] for d in DATASETS for m in methods})
-    decay = ("constant learning rates" if decay_fraction <= 0 else
-             f"the last {decay_fraction:.0%} of the steps at {DECAY_FACTOR:g} × the preset's learning rates")
+    fraction = DECAY_FRACTION if decay_fraction is None else decay_fraction
+    decay = ("constant learning rates" if fraction <= 0 else
+             f"the last {fraction:.0%} of the steps at {DECAY_FACTOR:g} × the preset's learning rates (unless a "
+             "method says otherwise)")
     lines = [
         f"Ring: 8 Gaussians, radius 1, std 0.01; grid: 25 Gaussians, spacing 2, std 0.05; {n_samples} samples per "
         f"run; HQ = within {HQ_THRESHOLD:g}σ of the nearest mean; a mode is captured by ≥ 1 HQ sample (VEEGAN); "
         "rev-KL = KL(HQ mode histogram ‖ uniform) (PacGAN). Mean ± std over the seeds shown (seed 0, 1, …). "
         f"MLP width {model['width']}, depth {model['depth']}, latent {model['latent_dim']}, batch "
-        f"{model['batch_size']}; {decay}. Measured on: {'; '.join(machines) or '–'}.",
+        f"{model['batch_size']}; {decay}. Precision/recall (k = {PR_K}, Kynkäänniemi et al. 2019) and "
+        f"density/coverage (k = {DC_K}, Naeem et al. 2020) against {n_samples} fresh samples of the data; the data "
+        f"row is their ceiling. Measured on: {'; '.join(machines) or '–'}.",
         "",
     ]
     if best:
-        lines += ["The best recipe:", "", common.table(headers, [row(m) for m in best]), ""]
-    lines += ["Every method:", "", common.table(headers, [row(m) for m in ("data", *others)]), "",
+        lines += ["The best recipe:", "", *tables(("data", *best))]
+    lines += ["Every method:", "", *tables(("data", *others)),
               "Over-concentration check and cost: ≤1σ % = share of samples within 1σ of their nearest mean (the data: "
               "1 − e^{−0.5} = 39.3 %; far above it, the model concentrates on the mode centres); seconds of "
               "training (all seeds; methods with the same config share one training, counted in each) and of "
@@ -510,10 +571,11 @@ def _markdown(results, methods, stale, model, n_samples, decay_fraction, refine)
               f"; MH: {n_samples} chains of {refine['proposals']} proposals, each starting at its first.", "",
               "Published (same distributions and protocol, much longer training; VEEGAN: Srivastava et al. 2017, "
               "Table 1, 5 runs; PacGAN: Lin et al. 2018, Table 1, 10 runs; GDPP: Elfeki et al. 2019, Table 1):", "",
-              common.table(["published", *headers[2:]], published), "",
-              "Per seed (modes captured; HQ %; rev-KL; non-finite steps skipped):", "",
+              common.table(["published", "ring modes (/8)", "ring HQ %", "ring rev-KL", "grid modes (/25)",
+                            "grid HQ %", "grid rev-KL"], published), "",
+              "Per seed (modes captured; HQ %; rev-KL; recall; coverage; non-finite steps skipped):", "",
               common.table(["dataset / method", "modes per seed", "HQ % per seed", "rev-KL per seed",
-                            "skipped steps"], per_seed)]
+                            "recall per seed", "coverage per seed", "skipped steps"], per_seed)]
     if stale:
         lines += ["", f"Stored results not shown (computed with other settings; rerun them): {', '.join(stale)}."]
     return "\n".join(lines)
