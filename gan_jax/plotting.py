@@ -128,8 +128,8 @@ def scatter_grid(
 ) -> str:
     """PNG at ``path`` (returned): ``scatter_samples`` panels (title, samples) in rows of ``ncols`` (methods × seeds).
 
-    Centres (hollow circles) and ``data`` (grey, under the samples) are drawn in every panel; a legend only
-    when ``data`` is given.
+    Centres (hollow circles) and ``data`` (in DATA_COLOR, under the samples) are drawn in every panel; a legend
+    only when ``data`` is given.
     """
     if len(panels) == 0:
         raise ValueError("panels must hold at least one (title, samples) pair, got none")

@@ -79,7 +79,6 @@ class Method(NamedTuple):
     seeds: int = SEEDS
     description: str = ""
     decay_fraction: float | None = None  # the decayed share of the steps; None: the protocol's (DECAY_FRACTION)
-    refine: tuple[tuple[str, object], ...] = ()  # (REFINE key, value) for this method's critic-driven sampler
     dataset_overrides: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()  # (dataset, its overrides)
 
 
@@ -174,7 +173,8 @@ def make_config(dataset: str, method: Method | str, steps: int, model: dict,
     cfg.data.batch_size = model["batch_size"]
     cfg.train.steps, cfg.train.steps_per_call = steps, model["steps_per_call"]
     overrides = {**dict(method.overrides), **dict(dict(method.dataset_overrides).get(dataset, ()))}
-    unknown = [key for key in overrides if key not in config_lib.flatten(cfg.to_dict())]
+    fields = config_lib.flatten(cfg.to_dict())
+    unknown = [key for key in overrides if key not in fields]
     if unknown:  # update_from_flattened_dict would add a misspelt leaf silently
         raise ValueError(f"method overrides {unknown}: the config has no such field")
     cfg.update_from_flattened_dict(overrides)
@@ -274,7 +274,7 @@ def _zoom_figure(outdir: str, current: dict, stored_samples: dict) -> str | None
     shown = [m for m in ZOOM_METHODS if all(m in current[d] for d in DATASETS)]
     if not shown:
         return None
-    panels, figures = [], []
+    figures = []
     for dataset, kwargs in DATASETS.items():
         dist = toy.get(dataset, **kwargs)
         data = _one_mode(np.asarray(stored_samples[f"{dataset}/data"][0], np.float32), dist, dataset)
@@ -368,10 +368,7 @@ def run(outdir: str, quick: bool = False, *, seeds: int | None = None, steps: in
     decay_fraction = q.get("decay_fraction")  # None: each method's own
     model = {k: q.get(k, v) for k, v in MODEL.items()}
     n_samples = q.get("n_samples", N_SAMPLES)
-    shared_refine = {k: q.get(k, v) for k, v in REFINE.items()}
-
-    def method_refine(name: str) -> dict:
-        return {**shared_refine, **{k: v for k, v in METHODS[name].refine if k not in q}}
+    refine = {k: q.get(k, v) for k, v in REFINE.items()}
     machine = _machine()
 
     def method_steps(name: str, dataset: str) -> int:
@@ -405,12 +402,12 @@ def run(outdir: str, quick: bool = False, *, seeds: int | None = None, steps: in
             engine, states, skipped, train_s = trained[train_key]
             start = time.perf_counter()
             samples, statistic = SAMPLERS[method.sampler](engine, states, seed_list, dist, cfg.model.latent_dim,
-                                                          n_samples, method_refine(name))
+                                                          n_samples, refine)
             sample_s = time.perf_counter() - start
             stored[dataset][name] = {
                 "runs": [_scores(s, dist, reference) for s in samples], "seeds": seed_list, "skipped": skipped.tolist(),
                 "steps": int(cfg.train.steps), "train_s": train_s, "sample_s": sample_s, "statistic": statistic,
-                "machine": machine, "fingerprint": _fingerprint(cfg, method, n_samples, method_refine(name))}
+                "machine": machine, "fingerprint": _fingerprint(cfg, method, n_samples, refine)}
             stored_samples[f"{dataset}/{name}"] = np.asarray(samples[:SHOWN_SEEDS], np.float32)
     _save(outdir, stored, stored_samples)
 
@@ -422,8 +419,7 @@ def run(outdir: str, quick: bool = False, *, seeds: int | None = None, steps: in
             entry = stored.get(dataset, {}).get(name)
             if entry is None:
                 continue
-            if entry["fingerprint"] != _fingerprint(method_config(name, dataset), METHODS[name], n_samples,
-                                                    method_refine(name)):
+            if entry["fingerprint"] != _fingerprint(method_config(name, dataset), METHODS[name], n_samples, refine):
                 stale.append(f"{dataset}/{name}")
                 continue
             current[dataset][name] = entry
@@ -445,7 +441,7 @@ def run(outdir: str, quick: bool = False, *, seeds: int | None = None, steps: in
                                              centers=np.asarray(dist.means), ncols=5, lim=lim))
     png = _stack_pngs(common.png_path(outdir, NAME), figures) if figures else common.png_path(outdir, NAME)
     zoom = _zoom_figure(outdir, current, stored_samples)
-    markdown = _markdown(current, shown, stale, model, n_samples, decay_fraction, shared_refine)
+    markdown = _markdown(current, shown, stale, model, n_samples, decay_fraction, refine)
     common.write_markdown(outdir, NAME, markdown)
     return {"results": current, "markdown": markdown, "png": png, "figures": figures, "zoom": zoom, "stale": stale}
 
