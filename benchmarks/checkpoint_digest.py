@@ -5,7 +5,7 @@ Per state, interleaved over `--repeats` rounds, it times:
                  without the digests), until it returns to the caller, and until the step is committed;
   gan_jax      - `Checkpointer.save` (state, config and the shard digests, hashed in orbax's background commit),
                  likewise;
-  digests sync - `checkpoint.state_digests(state)`: the hashing itself, which is what a save blocked on when the
+  digests sync - `checkpoint_digests.state_digests(state)`: the hashing itself, which is what a save blocked on when the
                  digests were computed before orbax's save started.
 The state is placed as the training loop places it (`parallel.replicate` over all devices), for
   (a) the ring8 WGAN-GP state, MLP width 512, depth 3, Adam (experiments/configs/ring8_wgan_gp.py, width 512);
@@ -42,6 +42,7 @@ from absl import logging as absl_logging  # noqa: E402
 
 from experiments.configs import common  # noqa: E402
 from gan_jax import checkpoint  # noqa: E402
+from gan_jax import checkpoint_digests  # noqa: E402
 from gan_jax import engine as engine_lib  # noqa: E402
 from gan_jax import parallel  # noqa: E402
 from gan_jax.data import make_source  # noqa: E402
@@ -113,7 +114,7 @@ def measure(name: str, cfg, repeats: int) -> str:
                     if i:
                         times[(key, metric)].append(seconds)
             t0 = time.perf_counter()
-            checkpoint.state_digests(s)
+            checkpoint_digests.state_digests(s)
             if i:
                 times["digests"].append(time.perf_counter() - t0)
         saver.close()

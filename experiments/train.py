@@ -44,7 +44,8 @@ from ml_collections import config_flags  # noqa: E402
 from gan_jax import parallel  # noqa: E402
 from gan_jax import workdir as workdir_lib  # noqa: E402
 from gan_jax.errors import GanJaxError  # noqa: E402
-from gan_jax.trainer import Preempted, train_and_evaluate  # noqa: E402
+from gan_jax.preemption import Preempted  # noqa: E402
+from gan_jax.trainer import train_and_evaluate  # noqa: E402
 
 
 def _error_exit(message: str) -> None:

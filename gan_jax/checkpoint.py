@@ -44,415 +44,42 @@ from __future__ import annotations
 import dataclasses
 import errno
 import gc
-import hashlib
-import json
 import logging
 import os
 import re
-import resource
 import sys
 import tempfile
 import threading
 import time
 import traceback
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import jax
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
 from gan_jax import config as config_lib
-from gan_jax.errors import GanJaxError
+from gan_jax.checkpoint_digests import (DIGEST_ALGORITHM, DIGESTS_ITEM, DigestsRestore, DigestsSave, host_check,
+                                        shards_to_save, structure_differences)
+from gan_jax.checkpoint_failures import (AllCheckpointsCorruptError, CheckpointReadError, CorruptCheckpointError,
+                                         IncompatibleCheckpointError, NoValidCheckpointError, agree_on_failure,
+                                         classified, error_chain, gather)
 from gan_jax.workdir import WorkdirLock
 
 PyTree = Any
 ConfigLike = Union[ml_collections.ConfigDict, dict]
 PathLike = Union[str, os.PathLike]
 
-DIGESTS_ITEM = "digests"
-DIGEST_ALGORITHM = "sha256"
-DIGEST_FORMAT = 2  # 1: one digest per array, in `digests/metadata` (gan_jax before sharded states)
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"
 _READONLY_RESCANS = 5
 _CORRUPT = re.compile(r"^(\d+)\.corrupt\d*$")
-
-
-class IncompatibleCheckpointError(GanJaxError):
-    """The workdir holds checkpoints of a differently shaped model or optimizer."""
-
-
-class CorruptCheckpointError(GanJaxError):
-    """A restored step does not match the digests saved with it, or is otherwise proven damaged."""
-
-
-class AllCheckpointsCorruptError(GanJaxError):
-    """Checkpoints exist but none restores: the run must not silently start fresh."""
-
-
-class NoValidCheckpointError(GanJaxError):
-    """`restore_readonly` found no committed step that restores cleanly."""
-
-
-class CheckpointReadError(GanJaxError):
-    """A step could not be read for a reason that says nothing about its files; nothing on disk was changed."""
 
 
 def _absolute(path: PathLike) -> epath.Path:
     """`path` as an epath.Path: local paths made absolute, URLs (gs://...) as they are."""
     text = os.fspath(path)
     return epath.Path(text if "://" in text else os.path.abspath(text))
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Digests: SHA-256 of each saved shard's bytes, keyed by tree path and the shard's region of the global array.
-
-
-Index = tuple[slice, ...]
-
-
-def _bounds(index: Index, shape: tuple[int, ...]) -> Index:
-    """A shard's index (slices of the global array) with explicit bounds, slice(start, stop), on every axis."""
-    return tuple(slice(*s.indices(n)[:2]) for s, n in zip(index, shape))
-
-
-def _region(bounds: Index) -> str:
-    """"[a:b, c:d]": explicit bounds as text, the key of a shard's digest ("[]" for a scalar)."""
-    return "[" + ", ".join(f"{s.start}:{s.stop}" for s in bounds) + "]"
-
-
-def _region_bounds(region: str) -> Index:
-    """The bounds that `_region` wrote as text."""
-    return tuple(slice(int(a), int(b)) for a, b in re.findall(r"(\d+):(\d+)", region))
-
-
-def _contains(outer: Index, inner: Index) -> bool:
-    return all(o.start <= i.start and i.stop <= o.stop for o, i in zip(outer, inner))
-
-
-@dataclasses.dataclass
-class _Leaf:
-    """One array of the state as digested (PRNG keys: their key data): its tree path, dtype, shape, and the shards
-    this process saves as [(index, data)] (device arrays until `_on_host` turns them into host arrays)."""
-
-    path: tuple[Any, ...]
-    dtype: Any
-    shape: tuple[int, ...]
-    shards: list[tuple[Index, Any]]
-
-
-def _as_digested(leaf: Any) -> Any:
-    """The values a leaf's digest covers: PRNG keys as their key data, host values as NumPy arrays."""
-    if isinstance(leaf, jax.Array):
-        return jax.random.key_data(leaf) if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key) else leaf
-    return np.asarray(leaf)
-
-
-def _own_shards(leaf: Any) -> list[tuple[Index, Any]]:
-    """(index, data) of the shards of a (digested) leaf this process saves and checks: replica 0 of each
-    addressable shard (of an array held whole by every device of this one process: the first device's copy); a
-    host value whole, on process 0 (one copy for the whole run)."""
-    whole = tuple(slice(None) for _ in leaf.shape)
-    if not isinstance(leaf, jax.Array):
-        return [(whole, leaf)] if jax.process_index() == 0 else []
-    if leaf.is_fully_addressable and leaf.is_fully_replicated:
-        return [(whole, leaf.addressable_data(0))]
-    return [(s.index, s.data) for s in leaf.addressable_shards if s.replica_id == 0]
-
-
-def _shards_to_save(state: PyTree) -> list[_Leaf]:
-    """This process's share of `state`, with the copy of each shard to the host started where this process has
-    an accelerator (on the CPU backend `np.asarray` of a shard is a view of its buffer: nothing to start)."""
-    start_copies = any(device.platform != "cpu" for device in jax.local_devices())
-    leaves = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
-        leaf = _as_digested(leaf)
-        shards = _own_shards(leaf)
-        for _, data in shards:
-            if start_copies and isinstance(data, jax.Array):
-                data.copy_to_host_async()
-        leaves.append(_Leaf(path, leaf.dtype, leaf.shape, shards))
-    return leaves
-
-
-def _on_host(leaves: list[_Leaf]) -> list[_Leaf]:
-    """The same shards as host arrays (waits for the copies `_shards_to_save` started)."""
-    return [_Leaf(leaf.path, leaf.dtype, leaf.shape, [(index, np.asarray(data)) for index, data in leaf.shards])
-            for leaf in leaves]
-
-
-def _sha256(values: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(values).reshape(-1).view(np.uint8)).hexdigest()
-
-
-def _digest_record(leaves: list[_Leaf]) -> dict[str, Any]:
-    """This process's digest record: {"format", "algorithm", "processes", "arrays": {path: {dtype, shape, shards}}}."""
-    arrays = {jax.tree_util.keystr(leaf.path): {
-        "dtype": str(leaf.dtype), "shape": [int(d) for d in leaf.shape],
-        "shards": {_region(_bounds(index, leaf.shape)): _sha256(data) for index, data in leaf.shards}}
-        for leaf in leaves}
-    return {"format": DIGEST_FORMAT, "algorithm": DIGEST_ALGORITHM, "processes": jax.process_count(),
-            "arrays": arrays}
-
-
-def state_digests(state: PyTree) -> dict[str, Any]:
-    """{"arrays": {tree path: {"dtype", "shape", "shards": {region: SHA-256 of its bytes}}}, ...} of the shards
-    this process saves (keys: key data); computed here, synchronously (a save computes it in the background)."""
-    return _digest_record(_on_host(_shards_to_save(state)))
-
-
-def _write_digests(directory: epath.Path, leaves: list[_Leaf]) -> None:
-    (directory / f"process_{jax.process_index()}.json").write_text(json.dumps(_digest_record(leaves)))
-
-
-def _read_digests(directory: epath.Path) -> dict[str, Any]:
-    """The merged record of all processes' files; a format-1 record (one digest per array) in the same form."""
-    files = sorted(p for p in directory.iterdir() if re.fullmatch(r"process_\d+\.json", p.name))
-    if not files:
-        if not (directory / "metadata").exists():
-            raise CorruptCheckpointError(f"the digests record is missing from {directory}")
-        legacy = json.loads((directory / "metadata").read_text())
-        if (not isinstance(legacy, dict) or legacy.get("algorithm") != DIGEST_ALGORITHM
-                or not isinstance(legacy.get("arrays"), dict)):
-            raise CorruptCheckpointError(f"unreadable digests record: {str(legacy)[:200]}")
-        return {"algorithm": DIGEST_ALGORITHM, "arrays": {
-            path: {"dtype": entry["dtype"], "shape": entry["shape"],
-                   "shards": {_region(tuple(slice(0, n) for n in entry["shape"])): entry[DIGEST_ALGORITHM]}}
-            for path, entry in legacy["arrays"].items()}}
-    records = [json.loads(f.read_text()) for f in files]
-    if any(not isinstance(r, dict) or r.get("algorithm") != DIGEST_ALGORITHM or not isinstance(r.get("arrays"), dict)
-           for r in records):
-        raise CorruptCheckpointError(f"unreadable digests record in {directory}")
-    expected = int(records[0].get("processes", 1))
-    if len(files) != expected:
-        raise CorruptCheckpointError(f"the digests of {expected - len(files)} of the {expected} saving processes "
-                                     f"are missing in {directory} (found: {', '.join(f.name for f in files)})")
-    arrays: dict[str, Any] = {}
-    for record in records:
-        for path, entry in record["arrays"].items():
-            merged = arrays.setdefault(path, {"dtype": entry["dtype"], "shape": entry["shape"], "shards": {}})
-            merged["shards"].update(entry["shards"])
-    return {"algorithm": DIGEST_ALGORITHM, "arrays": arrays}
-
-
-class DigestsHandler(ocp.AsyncCheckpointHandler):
-    """The `digests` item: each process writes the SHA-256 of the shards it saves, hashed in the background."""
-
-    async def async_save(self, directory: epath.Path, args: "DigestsSave") -> list[ocp.future.Future]:
-        """Takes the host copies now (before the training loop moves on); hashes them in orbax's commit thread
-        once `args.released` is set (by `Checkpointer.save` on returning: no competition with the save's
-        blocking part for the CPU)."""
-        leaves = _on_host(args.leaves)
-
-        async def write() -> None:
-            args.released.wait()
-            _write_digests(directory, leaves)
-
-        return [ocp.future.CommitFutureAwaitingContractedSignals(write(), name="gan_jax_digests")]
-
-    def save(self, directory: epath.Path, args: "DigestsSave") -> None:
-        _write_digests(directory, _on_host(args.leaves))
-
-    def restore(self, directory: epath.Path, args: Optional["DigestsRestore"] = None) -> dict[str, Any]:
-        return _read_digests(directory)
-
-
-@ocp.args.register_with_handler(DigestsHandler, for_save=True)
-@dataclasses.dataclass
-class DigestsSave(ocp.args.CheckpointArgs):
-    """The shards to digest (`_shards_to_save(state)`), and the event that lets the hashing start."""
-
-    leaves: list[_Leaf]
-    released: threading.Event
-
-
-@ocp.args.register_with_handler(DigestsHandler, for_restore=True)
-@dataclasses.dataclass
-class DigestsRestore(ocp.args.CheckpointArgs):
-    """Reads back the merged digests of all processes."""
-
-
-def _host_check(state: PyTree, record: Optional[dict[str, Any]]) -> tuple[list[str], bool, int]:
-    """(saved regions whose restored bytes differ from their digest, whether a floating-point value is not finite,
-    number of saved regions checked) over the shards this process holds (`_own_shards`).
-
-    A saved region is checked where it lies whole in one of them, so each region is checked once over all
-    processes when the state is restored as it was saved, or more coarsely sharded.
-    """
-    bad, nonfinite, checked = [], False, 0
-    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
-        path, leaf = jax.tree_util.keystr(path), _as_digested(leaf)
-        saved = {} if record is None else record["arrays"][path]["shards"]
-        for index, data in _own_shards(leaf):
-            host, outer = np.asarray(data), _bounds(index, leaf.shape)
-            nonfinite = nonfinite or (jax.dtypes.issubdtype(host.dtype, np.inexact) and not np.isfinite(host).all())
-            for saved_region, digest in saved.items():
-                inner = _region_bounds(saved_region)
-                if _contains(outer, inner):
-                    checked += 1
-                    local = tuple(slice(i.start - o.start, i.stop - o.start) for o, i in zip(outer, inner))
-                    if _sha256(host[local]) != digest:
-                        bad.append(path + (saved_region if len(saved) > 1 else ""))
-    return bad, nonfinite, checked
-
-
-def _leaf_spec(leaf: Any) -> tuple[str, list[int]]:
-    """(dtype, shape) of the bytes digested for a leaf (array, ShapeDtypeStruct or scalar); keys as key data."""
-    if hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-        leaf = jax.eval_shape(jax.random.key_data, leaf)
-    dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
-    return str(dtype), [int(d) for d in np.shape(leaf)]
-
-
-def _structure_differences(like: PyTree, record: dict[str, Any]) -> list[str]:
-    """How the saved arrays (paths, shapes, dtypes) differ from the state to restore into."""
-    like = {jax.tree_util.keystr(path): _leaf_spec(leaf)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(like)[0]}
-    saved = {path: (entry["dtype"], [int(d) for d in entry["shape"]]) for path, entry in record["arrays"].items()}
-    diffs = [f"{p}: saved, absent now" for p in sorted(set(saved) - set(like))]
-    diffs += [f"{p}: absent in checkpoint" for p in sorted(set(like) - set(saved))]
-    diffs += [f"{p}: {saved[p][0]}{saved[p][1]} saved, {like[p][0]}{like[p][1]} now"
-              for p in sorted(set(saved) & set(like)) if saved[p] != like[p]]
-    return diffs
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Telling proven damage from everything else. Damage: what the files hold is wrong or missing. Everything
-# else (the process's limits, permissions, memory, the storage answering) says nothing about the files.
-
-# TensorStore reports missing, truncated and undecodable data as a ValueError "<status>: ..." with these codes
-# (seen with orbax-checkpoint 0.12.8 on deleted, truncated and overwritten array files and manifests).
-_DAMAGE_STATUS = ("DATA_LOSS", "OUT_OF_RANGE", "NOT_FOUND", "FAILED_PRECONDITION")
-_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)|\[OS error (\d+)|\[Errno (\d+)\]")
-_MEMORY_TEXT = ("RESOURCE_EXHAUSTED", "out of memory", "bad_alloc", "can't start new thread", "cannot allocate memory")
-_STORAGE_TEXT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "CANCELLED", "UNAUTHENTICATED")
-
-
-def _chain(err: BaseException) -> Iterator[BaseException]:
-    """`err` and the errors it was raised from or during, outermost first."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        yield err
-        err = err.__cause__ or err.__context__
-
-
-def _os_errno(err: BaseException) -> Optional[int]:
-    """The OS error number of an OSError, or the one TensorStore quotes in its message."""
-    if isinstance(err, OSError) and err.errno is not None:
-        return err.errno
-    match = _OS_ERROR_CODE.search(str(err))
-    return int(next(g for g in match.groups() if g)) if match else None
-
-
-def _environment_kind(err: BaseException) -> Optional[str]:
-    """"files", "permission", "memory", "device" or "storage" when `err` is about the environment, else None."""
-    code, text = _os_errno(err), str(err)
-    if code in (errno.EMFILE, errno.ENFILE):
-        return "files"
-    if code in (errno.EACCES, errno.EPERM) or "PERMISSION_DENIED" in text:
-        return "permission"
-    if (code == errno.ENOMEM or isinstance(err, MemoryError)
-            or any(t.lower() in text.lower() for t in _MEMORY_TEXT)):
-        return "memory"
-    if isinstance(err, jax.errors.JaxRuntimeError):
-        return "device"
-    if (isinstance(err, TimeoutError) or (code is not None and code != errno.ENOENT)
-            or any(text.startswith(t) for t in _STORAGE_TEXT)):
-        return "storage"
-    return None
-
-
-def _is_damage(err: BaseException, step_dir: epath.Path) -> bool:
-    """Whether `err` says the step's content is wrong: a digest mismatch, undecodable metadata, a file missing
-    from the step, or TensorStore's missing/truncated/undecodable data."""
-    return (isinstance(err, (CorruptCheckpointError, json.JSONDecodeError, UnicodeDecodeError))
-            or (isinstance(err, FileNotFoundError) and os.fspath(step_dir) in str(err))
-            or (type(err) is ValueError and str(err).startswith(_DAMAGE_STATUS)))
-
-
-def _access_problem(folder: epath.Path) -> Optional[OSError]:
-    """The first error (other than "no such file") met listing `folder`'s tree and opening each of its files."""
-    try:
-        for child in sorted(folder.iterdir()):
-            if child.is_dir():
-                problem = _access_problem(child)
-                if problem is not None:
-                    return problem
-            else:
-                with child.open("rb"):
-                    pass
-    except OSError as err:
-        return None if err.errno == errno.ENOENT else err
-    return None
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
-
-
-def _what_to_do(kind: Optional[str], step_dir: epath.Path, directory: str) -> str:
-    if kind == "files":
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        return f"Raise the open-file limit (now {soft}; e.g. `ulimit -n {max(4096, 4 * soft)}`)"
-    if kind == "permission":
-        return f"Give the user running gan_jax read access to every file under {step_dir}"
-    if kind == "memory":
-        return ("Free host or device memory, or restore where the state fits (the address-space limit `ulimit -v`, "
-                "the container's memory limit and the accelerator's memory each bound it)")
-    if kind == "device":
-        return "Check the accelerator (the error comes from it, not from the files)"
-    if kind == "storage":
-        return f"Check that the storage holding {directory} is reachable and reads back (a network mount or bucket)"
-    return (f"Fix its cause; if you know the step is damaged, move it aside ({step_dir} -> {step_dir}.corrupt) to "
-            "use the one before")
-
-
-def _classified(err: Exception, step: int, step_dir: epath.Path, directory: str, then: str) -> GanJaxError:
-    """CorruptCheckpointError when `err` proves the step damaged, else CheckpointReadError (one line: what to do).
-
-    Proof needs a damage signal in the error's chain, no environment error in it, and every file of the step
-    readable (a permission problem can look like missing metadata to orbax).
-    """
-    errors = list(_chain(err))
-    environment = next((e for e in errors if _environment_kind(e)), None) or _access_problem(step_dir)
-    if environment is None:
-        damage = next((e for e in errors if _is_damage(e, step_dir)), None)
-        if isinstance(damage, CorruptCheckpointError):
-            return damage
-        if damage is not None:
-            return CorruptCheckpointError(_one_line(damage))
-    cause = environment or err
-    kind = _environment_kind(cause)
-    return CheckpointReadError(
-        f"checkpoint step {step} in {directory} could not be read ({_one_line(cause)}); this "
-        f"{'says nothing about its files' if kind else 'does not prove its files damaged'}, so nothing was renamed "
-        f"or deleted. {_what_to_do(kind, step_dir, directory)}, then {then}")
-
-
-def _gather(value: int) -> list[int]:
-    """`value` of every process, in process order (a collective when there are several processes)."""
-    if jax.process_count() == 1:
-        return [value]
-    from jax.experimental import multihost_utils
-
-    return [int(v) for v in np.asarray(multihost_utils.process_allgather(np.int32(value))).reshape(-1)]
-
-
-def _agree(failure: Optional[GanJaxError], step: int, directory: str) -> Optional[GanJaxError]:
-    """The failure every process acts on: the gravest one of any process (read error > damage > none)."""
-    grade = lambda f: 0 if f is None else 1 if isinstance(f, CorruptCheckpointError) else 2
-    grades = _gather(grade(failure))
-    worst = max(grades)
-    if worst == grade(failure):
-        return failure
-    other = grades.index(worst)
-    if worst == 1:
-        return CorruptCheckpointError(f"process {other} found it damaged (its warning names what)")
-    return CheckpointReadError(f"checkpoint step {step} in {directory} could not be read on process {other} (its "
-                               "error says why, and what to do); nothing was renamed or deleted")
 
 
 def _sync(name: str) -> None:
@@ -521,7 +148,7 @@ def _read_quietly(read_step: Callable[[], Any]) -> Any:
             try:
                 result = read_step()
             except BaseException as err:
-                for e in _chain(err):
+                for e in error_chain(err):
                     traceback.clear_frames(e.__traceback__)
                 time.sleep(_NOISE_SETTLE_S)
                 gc.collect()
@@ -573,11 +200,11 @@ def _restore_step(read: Callable[..., Any], step: int, step_dir: epath.Path, lik
     except IncompatibleCheckpointError:
         raise
     except Exception as err:  # noqa: BLE001 - sorted into proven damage and everything else
-        failure, cause = _classified(err, step, step_dir, directory, then), err
-    failure = _agree(failure, step, directory)
+        failure, cause = classified(err, step, step_dir, directory, then), err
+    failure = agree_on_failure(failure, step, directory)
     if failure is not None:
         raise failure from cause
-    checked = sum(_gather(checked))
+    checked = sum(gather(checked))
     if checked < saved:
         logging.warning("checkpoint step %d in %s: %d of its %d saved array regions could not be verified (the state "
                         "is restored with a finer sharding than it was saved with)", step, directory,
@@ -599,7 +226,7 @@ def _verified_step(read: Callable[..., Any], step: int, step_dir: epath.Path, li
     record = None
     if (step_dir / DIGESTS_ITEM).is_dir():
         record = read(**{DIGESTS_ITEM: DigestsRestore()})[DIGESTS_ITEM]
-        diffs = _structure_differences(like, record)
+        diffs = structure_differences(like, record)
         if diffs:
             shown = "; ".join(diffs[:5]) + (f"; ... ({len(diffs)} differences)" if len(diffs) > 5 else "")
             raise IncompatibleCheckpointError(
@@ -612,7 +239,7 @@ def _verified_step(read: Callable[..., Any], step: int, step_dir: epath.Path, li
     if not (step_dir / "state" / "_METADATA").exists():  # orbax would report a confusing tree mismatch
         raise CorruptCheckpointError("state/_METADATA (the saved tree's metadata) is missing")
     state = _restore_state(read, abstract)
-    bad, nonfinite, checked = _host_check(state, record)
+    bad, nonfinite, checked = host_check(state, record)
     if bad:
         raise CorruptCheckpointError(
             f"array {bad[0]} does not match its saved {DIGEST_ALGORITHM} digest"
@@ -687,7 +314,7 @@ class Checkpointer:
         try:
             self._manager.save(step, force=True, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(self._config),
-                **{DIGESTS_ITEM: DigestsSave(_shards_to_save(state), released)}))
+                **{DIGESTS_ITEM: DigestsSave(shards_to_save(state), released)}))
         finally:
             released.set()
         return step

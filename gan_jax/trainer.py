@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 from typing import Any, Callable, NamedTuple
@@ -25,7 +24,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from gan_jax import checkpoint
@@ -36,6 +34,7 @@ from gan_jax import parallel, plotting, run_records, scoring
 from gan_jax import workdir as workdir_lib
 from gan_jax.data import Batch, DataSource, images, make_source, pipeline, toy
 from gan_jax.errors import GanJaxError
+from gan_jax.preemption import Preempted, StopRequest
 
 # Records of a labelled dataset the evaluation classifier is trained on (the first ones): all of the digits;
 # for large datasets a fixed subset, so the classifier costs seconds and host memory stays bounded.
@@ -49,77 +48,6 @@ BEST_DIR = "best"  # in the workdir: the checkpoint of the best step by config.e
 class NonFiniteLossError(GanJaxError):
     """A train step produced a NaN/Inf loss or parameter (the message names the step, the last good checkpoint
     and the fix)."""
-
-
-class Preempted(BaseException):
-    """SIGTERM/SIGINT ended the run; the message says when and what is saved.
-
-    A BaseException like KeyboardInterrupt: raised from the signal handler during the final evaluation, it is
-    not swallowed by an `except Exception` in the code it interrupts.
-    """
-
-    def __init__(self, signum: int, status: str):
-        super().__init__(f"{signal.Signals(signum).name} received {status}")
-        self.signum = signum
-
-
-class _StopRequest:
-    """SIGTERM/SIGINT during a run: recorded and acted on where stopping is safe; restores the old handlers.
-
-    `status` says when a signal would stop the run and what is saved then; the trainer updates it. The handler
-    records the signal; `check()` raises Preempted with `status` (start-up calls it between its steps), and the
-    loop saves the current step before raising (`requested()`). While `immediate` (the final evaluation, when
-    the training is saved and nothing is being written) the handler raises Preempted at once. A signal that
-    arrives after the last check is raised when the block ends without another error.
-
-    One process: Python handlers record the signal. Several processes: SIGTERM is left to JAX's runtime,
-    whose preemption service tells every process (`multihost_utils.reached_preemption_sync_point`), so all
-    save the same step; SIGINT (Ctrl-C) is turned into a SIGTERM to this process to take the same path (so
-    there, a signal outside the loop is not seen: start-up and the final evaluation run to their end).
-    """
-
-    def __init__(self, multi_process: bool):
-        self.multi_process = multi_process
-        self.signum = None
-        self.status = "during start-up: nothing was trained or saved"
-        self.immediate = False
-        self._calls = 0  # fused calls so far: the sync point's step counter, the same on every process
-        self._previous = {}
-
-    def __enter__(self):
-        handlers = {signal.SIGINT: self._forward_as_sigterm} if self.multi_process else {
-            signal.SIGTERM: self._record, signal.SIGINT: self._record}
-        for sig, handler in handlers.items():
-            self._previous[sig] = signal.signal(sig, handler)
-        return self
-
-    def _record(self, signum, frame):
-        del frame
-        self.signum = signum
-        if self.immediate:
-            self.check()
-
-    def check(self) -> None:
-        """Raises Preempted (with `status`) if a signal has arrived."""
-        if self.signum is not None:
-            raise Preempted(self.signum, self.status)
-
-    def _forward_as_sigterm(self, signum, frame):
-        del signum, frame
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    def requested(self) -> bool:
-        """Whether to save and stop now; call once after every fused call, on every process."""
-        self._calls += 1
-        if self.multi_process and multihost_utils.reached_preemption_sync_point(self._calls):
-            self.signum = signal.SIGTERM
-        return self.signum is not None
-
-    def __exit__(self, exc_type, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        if exc_type is None:
-            self.check()
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -389,7 +317,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *, progress
     workdir = workdir_lib.resolve(workdir)  # an empty --workdir (the current directory) is refused first
     config_lib.validate(cfg)
     multi_process = parallel.initialize_distributed(cfg.parallel)
-    with _StopRequest(multi_process) as stop:  # from here a signal ends the run with a line on what is saved
+    with StopRequest(multi_process) as stop:  # from here a signal ends the run with a line on what is saved
         mesh = parallel.make_mesh(cfg.parallel.num_devices)
         parallel.check_batch_divisible(cfg.data.batch_size, mesh)
         source, engine, state = _build(cfg, mesh)
@@ -434,7 +362,7 @@ def _describe_data(source: DataSource) -> str:
 
 
 def _train(cfg: ml_collections.ConfigDict, workdir: str, checkpointer: checkpoint.Checkpointer, mesh,
-           source: DataSource, engine: engine_lib.Engine, state: engine_lib.TrainState, stop: _StopRequest,
+           source: DataSource, engine: engine_lib.Engine, state: engine_lib.TrainState, stop: StopRequest,
            progress: bool) -> dict[str, Any]:
     """The training loop of `train_and_evaluate`, run while holding the workdir's lock; `stop`: its signals."""
     writer = parallel.is_writer()

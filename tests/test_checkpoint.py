@@ -17,6 +17,7 @@ import pytest
 from gan_jax import trainer
 from experiments.configs import common
 from gan_jax import checkpoint as ckpt
+from gan_jax import checkpoint_digests
 from gan_jax import config as config_lib
 from gan_jax import workdir as workdir_lib
 from gan_jax.checkpoint import IncompatibleCheckpointError
@@ -181,13 +182,13 @@ def _assert_same(a, b):
 
 
 def test_digests_cover_every_leaf_and_key_data():
-    record = ckpt.state_digests(_state(3))
+    record = checkpoint_digests.state_digests(_state(3))
     assert record["algorithm"] == "sha256"
     assert set(record["arrays"]) == {".step", ".generator_params['w']", ".critic_params['v']",
                                      ".critic_state['u']", ".key"}
     assert record["arrays"][".key"]["dtype"] == "uint32" and record["arrays"][".key"]["shape"] == [2]
-    assert ckpt.state_digests(_state(3)) == record
-    assert ckpt.state_digests(_state(4))["arrays"][".key"] != record["arrays"][".key"]
+    assert checkpoint_digests.state_digests(_state(3)) == record
+    assert checkpoint_digests.state_digests(_state(4))["arrays"][".key"] != record["arrays"][".key"]
 
 
 def test_flipped_byte_is_caught_by_its_digest_and_the_step_kept_aside(tmp_path, caplog):
