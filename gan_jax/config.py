@@ -91,6 +91,10 @@ def base_config() -> ml_collections.ConfigDict:
     cfg.loss.name = "wasserstein"  # see gan_jax.losses.names()
     cfg.loss.penalty = "gp"  # see gan_jax.penalties.names()
     cfg.loss.penalty_weight = 0.1
+    # λ over generator steps (gan_jax.optimizers.SCHEDULES, the optim sections' fields): "constant" = λ
+    # throughout; e.g. "step" with boundaries (9000,) and decay_factor 0.1: λ/10 from generator step 9000 on.
+    cfg.loss.penalty_schedule = ml_collections.ConfigDict(
+        dict(schedule="constant", boundaries=(), decay_factor=0.1, decay_steps=0, alpha=0.0))
     cfg.loss.clip_value = 0.0  # > 0: WGAN weight clipping of the critic to [-c, c]
     cfg.loss.n_critic = 5  # critic updates per generator update
     cfg.loss.unroll_steps = 0  # unrolled GAN (Metz et al. 2016): k differentiable critic updates

@@ -38,7 +38,8 @@ Config choices read here besides the loss, penalty and model:
   concatenated along the last (feature / channel) axis (`pack_samples`).
 - `optim.<role>`: the optimizers and their learning-rate schedules (gan_jax.optimizers). Schedules count
   generator steps for both roles: the critic, updated n_critic times per generator step, uses the rate of
-  its generator step for all of them.
+  its generator step for all of them. `loss.penalty_schedule`: the penalty's weight λ(t) over generator
+  steps, by the same schedules (`optimizers.penalty_weight_schedule`), for all n_critic updates of step t.
 - `augment.policy` (gan_jax.augment): the critic sees T(x) for every image x it scores, with fresh per-example
   draws: the reals and fakes of each critic update and, differentiably, the fakes of the generator update.
   The penalties are taken on what the critic sees: GP on interpolates between augmented reals and augmented
@@ -69,7 +70,7 @@ from gan_jax import config as config_lib
 from gan_jax import losses, models, penalties
 from gan_jax.data import DataSource
 from gan_jax.errors import GanJaxError
-from gan_jax.optimizers import make_optimizer
+from gan_jax.optimizers import make_optimizer, penalty_weight_schedule
 from gan_jax.parallel import DATA_AXIS, DEFAULT_CPU_MATMULS, check_batch_divisible, compiler_options, replicated
 
 PyTree = Any
@@ -232,6 +233,7 @@ def make_engine(cfg: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -> 
     models.check_critic_compatible(cfg.model, cfg.loss.penalty)
     pack = _pack_size(cfg)
     _ema_decay(cfg)
+    penalty_weight_schedule(cfg.loss)  # a bad schedule fails here, before anything is traced
     acgan_weight = _acgan_weight(cfg)
     generator, critic = models.build(cfg.model, data_shape, batch_axis=DATA_AXIS)
     if pack > 1:
@@ -411,7 +413,7 @@ def _local_step(cfg: ml_collections.ConfigDict, engine: Engine, state: TrainStat
                 inputs: StepInputs) -> tuple[TrainState, dict[str, jax.Array]]:
     """One generator step on this device's share of the batch; gradients are averaged over `data`."""
     n_critic, unroll = cfg.loss.n_critic, cfg.loss.unroll_steps
-    weight = cfg.loss.penalty_weight
+    weight = penalty_weight_schedule(cfg.loss)(state.step)  # λ at this generator step (a float when constant)
     unroll_loops = bool(cfg.train.get("unroll_loops", False))
     ema_decay, m = _ema_decay(cfg), engine.pack
     conditional = inputs.real_labels is not None
@@ -438,7 +440,7 @@ def _local_step(cfg: ml_collections.ConfigDict, engine: Engine, state: TrainStat
             engine, engine.critic.apply({"params": c_params, **new_c_state}, x, *y, train=False))[0]
         penalty = (engine.penalty(critic_fn, pack_samples(real, m), pack_samples(fake, m), keys[::m],
                                   (real_y, fake_y) if conditional else None)
-                   if weight > 0 else jnp.zeros(()))
+                   if cfg.loss.penalty_weight > 0 else jnp.zeros(()))
         objective, terms = adversarial + weight * penalty, {"critic_loss": adversarial, "penalty": penalty}
         if acgan > 0:
             real_classes, fake_classes = jnp.split(class_logits, 2)

@@ -5,7 +5,8 @@
   does not take, set away from its default in `config.base_config()`, is an error naming the field, the
   optimizer and what it takes: ignoring it would train another optimizer than the one configured. Adding
   an optimizer is one line, e.g. `"adamw": optax.adamw` (a config may then set weight_decay).
-- `SCHEDULES`: name → `Schedule`, the learning rate η(t) as a function of the generator step t.
+- `SCHEDULES`: name → `Schedule`, a value over generator steps t from its base value: the learning rate η(t) of
+  each `optim` section, and the gradient penalty's weight λ(t) (`loss.penalty_schedule`, `penalty_weight_schedule`).
 - Updates that are differentiated (the unrolled GAN differentiates its critic updates) must be smooth at
   ν = 0, where optax's √ν has an infinite derivative: the keywords of `_DIFFERENTIABLE` (eps_root: √(ν + 1e-8)
   for the Adam family; eps_in_sqrt: RMSprop's ε inside the root) are set from `differentiable`, never from
@@ -42,31 +43,31 @@ _SECTION_FIELDS = ("name", "learning_rate", "schedule")
 
 
 class Schedule(NamedTuple):
-    """A learning-rate schedule: the config fields it reads besides learning_rate, and its builder."""
+    """A schedule v(t) of a base value v: the config fields it reads, and its builder."""
 
     fields: tuple[str, ...]
-    build: Callable[[ml_collections.ConfigDict, str], optax.Schedule]  # (section, path) -> η(t); checks fields
+    build: Callable[[ml_collections.ConfigDict, str, float], optax.Schedule]  # (section, path, v) -> v(t); checks fields
 
 
 def _invalid(path: str, field: str, value: Any, allowed: str) -> GanJaxError:
     return GanJaxError(f"config.{path}.{field}={value!r} is invalid{allowed}")
 
 
-def _constant(opt_cfg: ml_collections.ConfigDict, path: str) -> optax.Schedule:
-    """η_t = η."""
-    del path
-    return optax.constant_schedule(opt_cfg.learning_rate)
+def _constant(opt_cfg: ml_collections.ConfigDict, path: str, base: float) -> optax.Schedule:
+    """v_t = v."""
+    del opt_cfg, path
+    return optax.constant_schedule(base)
 
 
-def _step(opt_cfg: ml_collections.ConfigDict, path: str) -> optax.Schedule:
-    """η_t = η · decay_factor^#{b ∈ boundaries : t ≥ b}."""
+def _step(opt_cfg: ml_collections.ConfigDict, path: str, base: float) -> optax.Schedule:
+    """v_t = v · decay_factor^#{b ∈ boundaries : t ≥ b}."""
     boundaries = [int(b) for b in opt_cfg.boundaries]
     if not boundaries or boundaries[0] < 1 or any(a >= b for a, b in zip(boundaries, boundaries[1:])):
         raise _invalid(path, "boundaries", tuple(opt_cfg.boundaries),
                        " for schedule='step': must be increasing generator steps >= 1, at least one")
     if not opt_cfg.decay_factor >= 0:
         raise _invalid(path, "decay_factor", opt_cfg.decay_factor, ": must be >= 0")
-    return optax.piecewise_constant_schedule(opt_cfg.learning_rate, {b: opt_cfg.decay_factor for b in boundaries})
+    return optax.piecewise_constant_schedule(base, {b: opt_cfg.decay_factor for b in boundaries})
 
 
 def _decay(opt_cfg: ml_collections.ConfigDict, path: str, schedule: str) -> tuple[int, float]:
@@ -79,19 +80,19 @@ def _decay(opt_cfg: ml_collections.ConfigDict, path: str, schedule: str) -> tupl
     return opt_cfg.decay_steps, opt_cfg.alpha
 
 
-def _cosine(opt_cfg: ml_collections.ConfigDict, path: str) -> optax.Schedule:
-    """η_t = η · (α + (1 − α)·½(1 + cos(π·min(t, T)/T))), T = decay_steps, α = alpha."""
+def _cosine(opt_cfg: ml_collections.ConfigDict, path: str, base: float) -> optax.Schedule:
+    """v_t = v · (α + (1 − α)·½(1 + cos(π·min(t, T)/T))), T = decay_steps, α = alpha."""
     steps, alpha = _decay(opt_cfg, path, "cosine")
-    return optax.cosine_decay_schedule(opt_cfg.learning_rate, steps, alpha)
+    return optax.cosine_decay_schedule(base, steps, alpha)
 
 
-def _linear(opt_cfg: ml_collections.ConfigDict, path: str) -> optax.Schedule:
-    """η_t = η · (1 − (1 − α)·min(t, T)/T), T = decay_steps, α = alpha (Mimicry's "linear" decay: α = 0, T = all)."""
+def _linear(opt_cfg: ml_collections.ConfigDict, path: str, base: float) -> optax.Schedule:
+    """v_t = v · (1 − (1 − α)·min(t, T)/T), T = decay_steps, α = alpha (Mimicry's "linear" decay: α = 0, T = all)."""
     steps, alpha = _decay(opt_cfg, path, "linear")
-    return optax.linear_schedule(opt_cfg.learning_rate, alpha * opt_cfg.learning_rate, steps)
+    return optax.linear_schedule(base, alpha * base, steps)
 
 
-SCHEDULES: Registry[Schedule] = Registry("learning-rate schedule", {
+SCHEDULES: Registry[Schedule] = Registry("schedule", {
     "constant": Schedule((), _constant),
     "step": Schedule(("boundaries", "decay_factor"), _step),
     "cosine": Schedule(("decay_steps", "alpha"), _cosine),
@@ -141,7 +142,28 @@ def learning_rate_schedule(opt_cfg: ml_collections.ConfigDict, path: str = "opti
     """η(t), t = generator step: SCHEDULES[opt_cfg.schedule] ("constant" when unset); GanJaxError naming a bad
     field."""
     schedule = opt_cfg.get("schedule", "constant")
-    return config_lib.lookup(SCHEDULES.get, f"{path}.schedule", schedule).build(opt_cfg, path)
+    return config_lib.lookup(SCHEDULES.get, f"{path}.schedule", schedule).build(opt_cfg, path, opt_cfg.learning_rate)
+
+
+def penalty_weight_schedule(loss_cfg: ml_collections.ConfigDict) -> optax.Schedule:
+    """λ(t) = SCHEDULES[loss.penalty_schedule.schedule] of λ = loss.penalty_weight at generator step t;
+    GanJaxError naming a field the schedule does not read, set away from its default."""
+    path = "loss.penalty_schedule"
+    section = loss_cfg.get("penalty_schedule") or ml_collections.ConfigDict()  # absent from configs saved before it existed
+    name = section.get("schedule", "constant")
+    schedule = config_lib.lookup(SCHEDULES.get, f"{path}.schedule", name)
+    defaults = config_lib.base_config().loss.penalty_schedule
+    for field, value in section.items():
+        if field == "schedule" or field in schedule.fields:
+            continue
+        if field not in defaults:
+            raise GanJaxError(f"config.{path}.{field} is not a schedule field (the fields: {', '.join(defaults)}); "
+                              "remove it")
+        if not _same(value, defaults[field]):
+            raise GanJaxError(f"config.{path}.{field}={value!r} is not read by schedule {name!r} (it reads: "
+                              f"{', '.join(schedule.fields) or 'penalty_weight only'}); leave it at its default "
+                              f"{defaults[field]!r}")
+    return schedule.build(section, path, loss_cfg.penalty_weight)
 
 
 def make_optimizer(opt_cfg: ml_collections.ConfigDict, clip_value: float = 0.0, differentiable: bool = False,

@@ -440,6 +440,44 @@ def test_engine_schedules_count_generator_steps_for_both_roles():
     assert not np.allclose(jax.tree.leaves(constant[2])[0], jax.tree.leaves(constant[1])[0])
 
 
+def test_a_scheduled_penalty_weight_is_the_run_whose_constant_weight_changes_at_the_boundary():
+    # λ(t) = 0.1 before generator step 2, 0.1·0.05 from it on: the same trajectory as training 2 steps at a
+    # constant λ = 0.1, then on at a constant λ = 0.005 (one engine, two compiled steps); not the constant run.
+    cfg = _config("wgan_gp", loss__n_critic=2)
+    scheduled = cfg.copy_and_resolve_references()
+    scheduled.loss.penalty_schedule.update(schedule="step", boundaries=(2,), decay_factor=0.05)
+    np.testing.assert_allclose([float(optimizers.penalty_weight_schedule(scheduled.loss)(t)) for t in range(4)],
+                               [0.1, 0.1, 0.005, 0.005], rtol=1e-6)
+    later = cfg.copy_and_resolve_references()
+    later.loss.penalty_weight = 0.005
+    source, engine, state, step = _setup(scheduled)
+    mesh = parallel.make_mesh(1)
+    early, late = (engine_lib.make_train_step(c, engine, source, mesh) for c in (cfg, later))
+    runs = {"scheduled": [step] * 4, "composed": [early, early, late, late], "constant": [early] * 4}
+    finals = {}
+    for name, calls in runs.items():
+        s = jax.tree.map(jnp.copy, state)  # each run donates its own copy
+        for call in calls:
+            s, _ = call(s, source.arrays)
+        finals[name] = _numpy_tree((s.generator_params, s.critic_params))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), finals["scheduled"],
+                 finals["composed"])
+    assert not np.allclose(jax.tree.leaves(finals["scheduled"])[0], jax.tree.leaves(finals["constant"])[0])
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(schedule="warmup"), r"config.loss.penalty_schedule.schedule: unknown schedule 'warmup'"),
+    (dict(schedule="step"), r"config.loss.penalty_schedule.boundaries=\(\) is invalid for schedule='step'"),
+    (dict(decay_steps=100), r"config.loss.penalty_schedule.decay_steps=100 is not read by schedule 'constant'"),
+    (dict(boundary=5), r"config.loss.penalty_schedule.boundary is not a schedule field"),
+])
+def test_penalty_schedule_fields_it_cannot_use_are_clear_errors(fields, message):
+    cfg = _config("wgan_gp")
+    cfg.loss.penalty_schedule.update(fields)
+    with pytest.raises(ValueError, match=message):
+        engine_lib.make_engine(cfg, (2,))
+
+
 def test_schedule_config_survives_the_json_round_trip_of_a_resume():
     cfg = _config("gan")
     cfg.optim.critic.update(schedule="step", boundaries=(10, 20))
@@ -449,7 +487,7 @@ def test_schedule_config_survives_the_json_round_trip_of_a_resume():
 
 
 @pytest.mark.parametrize("fields, message", [
-    (dict(schedule="linear_warmup"), r"config.optim.critic.schedule: unknown learning-rate schedule 'linear_warmup'; "
+    (dict(schedule="linear_warmup"), r"config.optim.critic.schedule: unknown schedule 'linear_warmup'; "
                                      r"valid names: constant, step, cosine, linear$"),
     (dict(schedule="step"), r"config.optim.critic.boundaries=\(\) is invalid for schedule='step'"),
     (dict(schedule="step", boundaries=(5, 3)), r"boundaries=\(5, 3\) is invalid .* increasing"),
