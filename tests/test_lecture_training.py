@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from gan_jax import trainer
+from gan_jax import optimizers, trainer
 from experiments.configs import common as configs
 from experiments.lecture import fgan_covering_seeking, mode_collapse, training, two_sample_classifier
 from gan_jax import engine as engine_lib
@@ -101,6 +101,18 @@ def test_samples_on_the_centres_score_every_mode_and_no_recall(dataset):
     assert scores["modes"] == len(dist.means) and scores["hq"] == 1.0 and abs(scores["reverse_kl"]) < 1e-5  # float32
     assert scores["precision"] == 1.0 and scores["recall"] == 0.0
     assert scores["coverage"] < 0.9, scores
+
+
+def test_spread_takes_a_tenth_of_the_grid_penalty_with_the_learning_rate_decay():
+    """spread on the grid: λ = 0.1 for the first 9000 of 12000 steps, then 0.01, where the learning rates drop
+    to 0.1×; on the ring λ = 0.001 throughout."""
+    spread = mode_collapse.METHODS["spread"]
+    grid = mode_collapse.make_config("grid25", spread, 12000, mode_collapse.MODEL)
+    assert tuple(grid.optim.generator.boundaries) == (9000,) == tuple(grid.loss.penalty_schedule.boundaries)
+    weight = optimizers.penalty_weight_schedule(grid.loss)
+    np.testing.assert_allclose([float(weight(t)) for t in (0, 8999, 9000, 11999)], [0.1, 0.1, 0.01, 0.01], rtol=1e-6)
+    ring = mode_collapse.make_config("ring8", spread, 8000, mode_collapse.MODEL)
+    assert ring.loss.penalty_schedule.schedule == "constant" and ring.loss.penalty_weight == 0.001
 
 
 def test_train_and_sample_matches_the_engine_cli(tmp_path):

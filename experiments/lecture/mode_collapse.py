@@ -80,18 +80,20 @@ class Method(NamedTuple):
     description: str = ""
     decay_fraction: float | None = None  # the decayed share of the steps; None: the protocol's (DECAY_FRACTION)
     dataset_overrides: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()  # (dataset, its overrides)
+    # (dataset, factor): the penalty's weight × factor from the learning-rate decay on (loss.penalty_schedule)
+    penalty_decay: tuple[tuple[str, float], ...] = ()
 
 
 _EMA = (("train.ema_decay", 0.99),)
 _BEST_STEPS = (("ring8", 4000), ("grid25", 12000))
 _BEST = dict(preset="gan_gp", overrides=_EMA, steps=_BEST_STEPS, seeds=10)
 # The resolution a critic needs inside a mode of std σ is a slope of order 1/σ: the one-centred penalty at
-# λ = 0.1 keeps it near 1, so the critic cannot see a mode drawn too narrow. A smaller λ lets it (the grid's
-# modes are 5× wider and it drops modes below λ = 0.01), and a latent wider than the data's 2 dimensions gives
-# the generator a 2-D spread to draw inside each mode (results/lecture/mode_collapse_notes.md).
+# λ = 0.1 keeps it near 1, so the critic cannot see a mode drawn too narrow. A smaller λ lets it, and a latent
+# wider than the data's 2 dimensions gives the generator a 2-D spread to draw inside each mode. The grid (modes
+# 5× wider) drops modes when λ is small from the start: it keeps λ = 0.1 while the modes are found and takes
+# λ/10 with the learning-rate decay (results/lecture/mode_collapse_notes.md).
 _SPREAD = dict(preset="gan_gp", overrides=(*_EMA, ("model.latent_dim", 8)),
-               dataset_overrides=(("ring8", (("loss.penalty_weight", 0.001),)),
-                                  ("grid25", (("loss.penalty_weight", 0.01),))),
+               dataset_overrides=(("ring8", (("loss.penalty_weight", 0.001),)),), penalty_decay=(("grid25", 0.1),),
                steps=(("ring8", 8000), ("grid25", 12000)), seeds=10)
 METHODS: Registry[Method] = Registry("mode-collapse method", {
     "gan": Method("gan", description="Goodfellow et al. 2014, non-saturating"),
@@ -117,8 +119,8 @@ METHODS: Registry[Method] = Registry("mode-collapse method", {
                       seeds=10, description="best with the zero-centred R1 penalty on real data, γ = 0.001"),
     "best+latent8": Method("gan_gp", (*_EMA, ("model.latent_dim", 8)), _BEST_STEPS, seeds=10,
                            description="best with an 8-dimensional latent"),
-    "spread": Method(**_SPREAD, description="gan_gp + EMA 0.99, latent 8, λ = 0.001 (ring) / 0.01 (grid), ring "
-                     "8000 / grid 12000 steps"),
+    "spread": Method(**_SPREAD, description="gan_gp + EMA 0.99, latent 8, λ = 0.001 (ring) / 0.1 then 0.01 from "
+                     "the learning-rate decay (grid), ring 8000 / grid 12000 steps"),
     "spread+drs": Method(**_SPREAD, sampler="drs", description="spread, discriminator rejection sampling"),
 })
 BEST = ("best", "best+drs", "best+mh", "spread", "spread+drs")  # the rows of the headline table
@@ -163,7 +165,8 @@ def make_config(dataset: str, method: Method | str, steps: int, model: dict,
     """`method`'s engine config on the published `dataset`, trained for `steps` generator steps.
 
     `model` gives the sizes (keys of MODEL); the last `decay_fraction` of the steps (None: the method's own, else
-    DECAY_FRACTION) run at DECAY_FACTOR × the learning rates. A str `method` is a bare preset.
+    DECAY_FRACTION) run at DECAY_FACTOR × the learning rates, and at the method's `penalty_decay` × the penalty's
+    weight for its datasets. A str `method` is a bare preset.
     """
     method = Method(method) if isinstance(method, str) else method
     if decay_fraction is None:
@@ -179,7 +182,11 @@ def make_config(dataset: str, method: Method | str, steps: int, model: dict,
         raise ValueError(f"method overrides {unknown}: the config has no such field")
     cfg.update_from_flattened_dict(overrides)
     if decay_fraction > 0:
-        cfg = with_step_decay(cfg, steps - int(round(decay_fraction * steps)), DECAY_FACTOR)
+        decay_from = steps - int(round(decay_fraction * steps))
+        cfg = with_step_decay(cfg, decay_from, DECAY_FACTOR)
+        if dataset in dict(method.penalty_decay):
+            cfg.loss.penalty_schedule.update(schedule="step", boundaries=(decay_from,),
+                                             decay_factor=dict(method.penalty_decay)[dataset])
     return cfg
 
 
@@ -328,7 +335,10 @@ def _machine() -> str:
 
 def _fingerprint(cfg: ml_collections.ConfigDict, method: Method, n_samples: int, refine: dict) -> str:
     """What a stored result was computed with: the engine config, the sampler and its settings, the sample count."""
-    what = {"config": cfg.to_dict(), "sampler": method.sampler, "n_samples": n_samples,
+    config = cfg.to_dict()
+    if config["loss"]["penalty_schedule"]["schedule"] == "constant":  # the λ of results stored before the field
+        del config["loss"]["penalty_schedule"]
+    what = {"config": config, "sampler": method.sampler, "n_samples": n_samples,
             "refine": refine if method.sampler != "generator" else None}
     return json.dumps(what, sort_keys=True, default=str)
 
@@ -518,6 +528,7 @@ def _markdown(results, methods, stale, model, n_samples, decay_fraction, refine)
     def overrides(method):
         text = [", ".join(f"{k}={v}" for k, v in method.overrides)]
         text += [f"{d}: " + ", ".join(f"{k}={v}" for k, v in o) for d, o in method.dataset_overrides]
+        text += [f"{d}: λ × {factor:g} from the learning-rate decay on" for d, factor in method.penalty_decay]
         return "; ".join(t for t in text if t) or "–"
 
     described = [[f"`{name}`", METHODS[name].preset, overrides(METHODS[name]), METHODS[name].sampler,
