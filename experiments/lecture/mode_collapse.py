@@ -184,9 +184,9 @@ def make_config(dataset: str, method: Method | str, steps: int, model: dict,
     if decay_fraction > 0:
         decay_from = steps - int(round(decay_fraction * steps))
         cfg = with_step_decay(cfg, decay_from, DECAY_FACTOR)
-        if dataset in dict(method.penalty_decay):
-            cfg.loss.penalty_schedule.update(schedule="step", boundaries=(decay_from,),
-                                             decay_factor=dict(method.penalty_decay)[dataset])
+        penalty_factor = dict(method.penalty_decay).get(dataset)
+        if penalty_factor is not None:
+            cfg.loss.penalty_schedule.update(schedule="step", boundaries=(decay_from,), decay_factor=penalty_factor)
     return cfg
 
 
