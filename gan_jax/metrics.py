@@ -5,8 +5,8 @@
 * ``sliced_w1``, ``wasserstein_to_data`` — thin wrappers over :mod:`gan_jax.transport`.
 * ``two_sample_accuracy`` — held-out accuracy of a small MLP told real from fake (0.5 = indistinguishable).
 * ``train_classifier`` / ``load_or_train_classifier`` (a classifier of any labelled image data, e.g. the digits) and
-  the scores computed with it:
-  ``class_coverage``, ``inception_score`` (its analogue on the classifier), ``frechet_distance``.
+  the scores computed with it: ``class_coverage``, ``class_accuracy``; its logits and penultimate features feed
+  :mod:`gan_jax.evaluation`'s Inception score and Fréchet distance (the ``digits`` extractor).
 
 Both classifiers are a ``models.MLPClassifier`` trained with optax; their params are its Flax variables
 (a nested dict of arrays), cached as an ``.npz`` of the flattened arrays beside the settings they were trained with.
@@ -248,8 +248,7 @@ def train_classifier(
       images: (n, H, W, C) in [−1, 1] (any (n, ...) works; flattened).
       labels: (n,) ints in [0, num_classes).
     Returns:
-      params for ``classifier_apply``; the last hidden width (64) is the feature space of
-      ``frechet_distance``.
+      params for ``classifier_apply``; the last hidden width (64) is its feature space.
     """
     images = jnp.asarray(images, jnp.float32)
     labels = jnp.asarray(labels)
@@ -366,34 +365,3 @@ def class_accuracy(params: Params, images: jax.Array, labels: jax.Array) -> jax.
     counts = jnp.bincount(labels, length=k)
     present = counts > 0
     return jnp.sum(jnp.where(present, correct / jnp.maximum(counts, 1), 0.0)) / jnp.sum(present)
-
-
-@jax.jit
-def inception_score(params: Params, images: jax.Array) -> jax.Array:
-    """IS = exp(E_x KL(p(y|x) ‖ p(y))), p(y) = E_x p(y|x), with the classifier in place of Inception."""
-    logits, _ = classifier_apply(params, images)
-    log_p_yx = jax.nn.log_softmax(logits, axis=1)
-    log_p_y = jax.nn.logsumexp(log_p_yx, axis=0) - jnp.log(logits.shape[0])
-    kl = jnp.sum(jnp.exp(log_p_yx) * (log_p_yx - log_p_y), axis=1)
-    return jnp.exp(jnp.mean(kl))
-
-
-@jax.jit
-def frechet_distance(params: Params, real: jax.Array, fake: jax.Array) -> jax.Array:
-    """FD = ‖μ₁ − μ₂‖² + tr(S₁ + S₂ − 2(S₁S₂)^½) of the classifier's penultimate features (= W₂² of Gaussians).
-
-    ``transport.gaussian_w2`` returns the distance W₂, so it is squared here (FD is, like FID, the square).
-    In float32 the square roots of near-zero covariance eigenvalues (e.g. dead ReLU units) leave an absolute
-    error of order 1e-4·(tr S₁ + tr S₂); enable jax_enable_x64 when comparing FDs smaller than that.
-    """
-    _, f_real = classifier_apply(params, real)
-    _, f_fake = classifier_apply(params, fake)
-    if f_real.shape[0] < 2 or f_fake.shape[0] < 2:
-        raise ValueError(f"need >= 2 images per set for a covariance, got {real.shape[0]} and {fake.shape[0]}")
-    w2 = transport.gaussian_w2(
-        jnp.mean(f_real, axis=0),
-        jnp.cov(f_real, rowvar=False),
-        jnp.mean(f_fake, axis=0),
-        jnp.cov(f_fake, rowvar=False),
-    )
-    return w2**2

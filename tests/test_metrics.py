@@ -12,7 +12,7 @@ import scipy.special
 import scipy.stats
 from sklearn.datasets import load_digits
 
-from gan_jax import metrics
+from gan_jax import evaluation, metrics
 
 STD = 0.01
 HQ_CEILING = 1 - math.exp(-4.5)  # P(‖x − μ‖ ≤ 3σ) for an isotropic 2-D Gaussian (χ²₂ tail)
@@ -257,19 +257,18 @@ def test_digits_classifier_accuracy(digits):
     assert float(np.mean(np.argmax(logits, axis=1) == y_test)) > 0.9
 
 
-def test_inception_score(digits):
+def test_inception_score_of_the_classifier(digits):
+    """evaluation.inception_score on the digits classifier's logits (one split) = exp(E KL(p(y|x) ‖ p(y))) by scipy."""
     params, _, _, x_test, _ = digits
     probs, _ = softmax_np(params, x_test)
     p_y = probs.mean(axis=0)
     ref = math.exp(np.mean([scipy.stats.entropy(p, p_y) for p in probs]))
-    score = metrics.inception_score(params, x_test)
-    np.testing.assert_allclose(score, ref, rtol=1e-4)
-    assert 7.0 < float(score) <= 10.0
-    repeated = np.repeat(x_test[:1], len(x_test), axis=0)
-    np.testing.assert_allclose(metrics.inception_score(params, repeated), 1.0, atol=1e-5)
-    grads = jax.jit(jax.grad(lambda x: metrics.inception_score(params, x)))(jnp.asarray(x_test))
-    assert grads.shape == x_test.shape and bool(jnp.all(jnp.isfinite(grads)))
-    assert float(jnp.max(jnp.abs(grads))) > 0
+    logits, _ = metrics.classifier_apply(params, x_test)
+    score, _ = evaluation.inception_score(logits, splits=1, shuffle_seed=None)
+    np.testing.assert_allclose(score, ref, rtol=1e-5)
+    assert 7.0 < score <= 10.0
+    repeated, _ = metrics.classifier_apply(params, np.repeat(x_test[:1], len(x_test), axis=0))
+    np.testing.assert_allclose(evaluation.inception_score(repeated, splits=1)[0], 1.0, atol=1e-6)
 
 
 def test_class_coverage(digits):
@@ -294,23 +293,22 @@ def frechet_reference(f1, f2):
     return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * cross), np.trace(s1) + np.trace(s2)
 
 
-def test_frechet_distance(digits):
+def test_frechet_distance_of_the_classifier_features(digits):
+    """evaluation.fid of the classifier's penultimate features = the float64 eigenvalue form; noise is far."""
     params, x_train, _, x_test, _ = digits
     noise = np.random.default_rng(9).uniform(-1, 1, x_test.shape).astype(np.float32)
-    _, f_test = softmax_np(params, x_test)
-    _, f_noise = softmax_np(params, noise)
-    _, f_train = softmax_np(params, x_train)
-    # In float32 the eigenvalue square roots of the (rank-deficient: dead ReLU units) covariances carry an
-    # absolute error of order 1e-4·(tr S₁ + tr S₂); the tolerances say so.
-    fd_noise = float(metrics.frechet_distance(params, x_test, noise))
+    f_test, f_noise, f_train = (softmax_np(params, x)[1] for x in (x_test, noise, x_train))
+
+    def fd(a, b):
+        return evaluation.fid(evaluation.feature_stats(a), evaluation.feature_stats(b))
+
+    # Rank-deficient covariances (dead ReLU units) leave tiny negative eigenvalues of S₁S₂: absolute tolerance.
     ref, scale = frechet_reference(f_test, f_noise)
-    np.testing.assert_allclose(fd_noise, ref, rtol=1e-3, atol=5e-4 * scale)
-    fd_real = float(metrics.frechet_distance(params, x_train, x_test))
-    ref, scale = frechet_reference(f_train, f_test)
-    np.testing.assert_allclose(fd_real, ref, atol=5e-4 * scale)
-    fd_self = float(metrics.frechet_distance(params, x_test, x_test))
-    assert abs(fd_self) < 5e-4 * scale
-    assert fd_noise > 10 * max(fd_real, ref)
+    np.testing.assert_allclose(fd(f_test, f_noise), ref, rtol=1e-6, atol=1e-9 * scale)
+    ref_real, scale = frechet_reference(f_train, f_test)
+    np.testing.assert_allclose(fd(f_train, f_test), ref_real, rtol=1e-6, atol=1e-9 * scale)
+    assert abs(fd(f_test, f_test)) < 1e-8 * scale  # sqrtm of a rank-deficient S²: -6e-7 measured
+    assert fd(f_test, f_noise) > 10 * fd(f_train, f_test)
 
 
 def test_load_or_train_classifier_caches(tmp_path, digits):
@@ -390,6 +388,6 @@ def test_digits_classifier_errors(digits):
     with pytest.raises(TypeError, match="labels must be integers"):
         metrics.train_classifier(np.zeros((4, 8, 8, 1)), np.zeros(4), jax.random.key(0))
     with pytest.raises(ValueError, match=r"expects inputs with 64 features per example, got x of shape \(4, 28, 28"):
-        metrics.inception_score(params, np.zeros((4, 28, 28, 1)))
+        metrics.classifier_apply(params, np.zeros((4, 28, 28, 1)))
     with pytest.raises(ValueError, match="min_count must be >= 1"):
         metrics.class_coverage(params, np.zeros((4, 8, 8, 1)), min_count=0)
