@@ -52,17 +52,30 @@ def batches(generate: Generate, n: int, batch_size: int) -> Iterable[tuple[np.nd
         yield generate(start, min(start + batch_size, n))
 
 
+class _Features:
+    """The features (and logits, where the extractor has them) of every batch added, under `extractor`."""
+
+    def __init__(self, extractor: extractors_lib.Extractor):
+        self.extractor, self.features, self.logits = extractor, [], []
+
+    def add(self, x: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
+        f, lg = self.extractor.apply(x)
+        self.features.append(f)
+        if lg is not None:
+            self.logits.append(lg)
+
+    def feature_set(self) -> FeatureSet:
+        if not self.features:
+            raise GanJaxError("nothing to score: the stream of examples was empty")
+        return FeatureSet(np.concatenate(self.features), np.concatenate(self.logits) if self.logits else None)
+
+
 def collect(stream: Iterable[np.ndarray], extractor: extractors_lib.Extractor) -> FeatureSet:
     """The FeatureSet of every batch of `stream` (model input) under `extractor`."""
-    features, logits = [], []
+    features = _Features(extractor)
     for x in stream:
-        f, lg = extractor.apply(x)
-        features.append(f)
-        if lg is not None:
-            logits.append(lg)
-    if not features:
-        raise GanJaxError("nothing to score: the stream of examples was empty")
-    return FeatureSet(np.concatenate(features), np.concatenate(logits) if logits else None)
+        features.add(x)
+    return features.feature_set()
 
 
 def metric_names(cfg: ml_collections.ConfigDict, extractor: Any) -> tuple[str, ...]:
@@ -260,57 +273,91 @@ class Scorer:
 
     def __call__(self, generate: Generate) -> dict[str, Any]:
         """{metric: value} of train.eval_samples samples of `generate`, streamed in eval.batch_size batches."""
-        cfg, source, classifier, extractor = self.cfg, self.source, self.classifier, self.extractor
-        n, batch = int(cfg.train.eval_samples), int(cfg.eval.batch_size)
+        cfg, source, extractor = self.cfg, self.source, self.extractor
         names = () if extractor is None else metric_names(cfg, extractor)
-        flat_kept, points, features, logits = [], [], [], []
-        counts = correct = per_label = None
-        for x, labels in batches(generate, n, batch):
+        means = None if source.distribution is None else source.distribution.means
+        first = _FirstSamples(SLICED_W1_SAMPLES)
+        points = _ModePoints(source.distribution) if means is not None else None
+        classes = _ClassHistogram(self.classifier) if self.classifier is not None else None
+        features = _Features(extractor) if names else None
+        streams = [s for s in (first, points, classes, features) if s is not None]
+        for x, labels in batches(generate, int(cfg.train.eval_samples), int(cfg.eval.batch_size)):
             x = np.asarray(x, np.float32)
-            kept = sum(len(k) for k in flat_kept)
-            if kept < SLICED_W1_SAMPLES:
-                flat_kept.append(x[:SLICED_W1_SAMPLES - kept].reshape(min(len(x), SLICED_W1_SAMPLES - kept), -1))
-            if source.distribution is not None:
-                points.append(x)
-            if classifier is not None:
-                lg, _ = metrics_lib.classifier_apply(classifier, jnp.asarray(x))
-                predicted = np.asarray(jnp.argmax(lg, axis=1))
-                k = int(lg.shape[1])
-                counts = np.bincount(predicted, minlength=k) + (0 if counts is None else counts)
-                if labels is not None:
-                    labels = np.asarray(labels)
-                    correct = np.bincount(labels, weights=predicted == labels, minlength=k) + (
-                        0 if correct is None else correct)
-                    per_label = np.bincount(labels, minlength=k) + (0 if per_label is None else per_label)
-            if extractor is not None and names:
-                f, lg = extractor.apply(x)
-                features.append(f)
-                if lg is not None:
-                    logits.append(lg)
+            for s in streams:
+                s.add(x, labels)
 
-        result: dict[str, Any] = {}
-        dist = source.distribution
-        if dist is not None and dist.means is not None:
-            cover = metrics_lib.mode_coverage(jnp.asarray(np.concatenate(points)), jnp.asarray(dist.means), dist.std)
-            result.update(modes_captured=int(cover.modes_captured), n_modes=len(dist.means),
-                          high_quality=float(cover.high_quality_fraction), mode_reverse_kl=float(cover.reverse_kl))
-        real = np.asarray(real_examples(source, sum(len(k) for k in flat_kept), self.data_key).x, np.float32)
-        fake_flat = np.concatenate(flat_kept)[:len(real)]
+        result: dict[str, Any] = {} if points is None else points.summary()
+        fake_flat = first.samples()
+        real = np.asarray(real_examples(source, len(fake_flat), self.data_key).x, np.float32)
         result["sliced_w1"] = float(metrics_lib.sliced_w1(
-            jnp.asarray(fake_flat), jnp.asarray(real.reshape(len(real), -1)), self.w_key))
-        if counts is not None:
-            covered, kl = metrics_lib.histogram_summary(jnp.asarray(counts, jnp.int32), 1)
-            result.update(classes_covered=int(covered), class_reverse_kl=float(kl))
-            if per_label is not None:
-                present = per_label > 0
-                result["class_accuracy"] = float(np.mean(correct[present] / per_label[present]))
-        if names:
-            fake = FeatureSet(np.concatenate(features), np.concatenate(logits) if logits else None)
+            jnp.asarray(fake_flat[:len(real)]), jnp.asarray(real.reshape(len(real), -1)), self.w_key))
+        if classes is not None:
+            result.update(classes.summary())
+        if features is not None:
+            fake = features.feature_set()
             reference, what = self.reference()
             if not str(cfg.eval.metrics).strip():  # the default set: only what these sample counts allow
                 names = _feasible(names, min(len(reference.features), len(fake.features)), extractor.dim, cfg)
             result.update(feature_metrics(names, reference, fake, extractor.name, cfg))
             result["reference"] = what
+        return result
+
+
+class _FirstSamples:
+    """The first `n` samples added, flattened (for the sliced W₁)."""
+
+    def __init__(self, n: int):
+        self.n, self.rows, self.kept = n, [], 0
+
+    def add(self, x: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
+        take = min(len(x), self.n - self.kept)
+        if take > 0:
+            self.rows.append(x[:take].reshape(take, -1))
+            self.kept += take
+
+    def samples(self) -> np.ndarray:
+        return np.concatenate(self.rows)
+
+
+class _ModePoints:
+    """Every sample of a toy mixture, for its mode coverage, high-quality share and reverse KL."""
+
+    def __init__(self, distribution: Any):
+        self.distribution, self.points = distribution, []
+
+    def add(self, x: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
+        self.points.append(x)
+
+    def summary(self) -> dict[str, Any]:
+        dist = self.distribution
+        cover = metrics_lib.mode_coverage(jnp.asarray(np.concatenate(self.points)), jnp.asarray(dist.means), dist.std)
+        return dict(modes_captured=int(cover.modes_captured), n_modes=len(dist.means),
+                    high_quality=float(cover.high_quality_fraction), mode_reverse_kl=float(cover.reverse_kl))
+
+
+class _ClassHistogram:
+    """The classifier's predicted-class histogram of the samples and, for samples drawn with labels, its hits per
+    label: classes covered, reverse KL to uniform, and mean per-class accuracy."""
+
+    def __init__(self, classifier: Any):
+        self.classifier = classifier
+        self.counts = self.correct = self.per_label = 0  # arrays once a (labelled) batch is added
+
+    def add(self, x: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
+        logits, _ = metrics_lib.classifier_apply(self.classifier, jnp.asarray(x))
+        predicted, k = np.asarray(jnp.argmax(logits, axis=1)), int(logits.shape[1])
+        self.counts = self.counts + np.bincount(predicted, minlength=k)
+        if labels is not None:
+            labels = np.asarray(labels)
+            self.correct = self.correct + np.bincount(labels, weights=predicted == labels, minlength=k)
+            self.per_label = self.per_label + np.bincount(labels, minlength=k)
+
+    def summary(self) -> dict[str, Any]:
+        covered, kl = metrics_lib.histogram_summary(jnp.asarray(self.counts, jnp.int32), 1)
+        result: dict[str, Any] = dict(classes_covered=int(covered), class_reverse_kl=float(kl))
+        if np.ndim(self.per_label):
+            present = self.per_label > 0
+            result["class_accuracy"] = float(np.mean(self.correct[present] / self.per_label[present]))
         return result
 
 

@@ -62,6 +62,28 @@ def test_streamed_toy_scores_equal_the_metrics_of_all_samples_at_once():
     assert scores["modes_captured"] == 8
 
 
+def test_streamed_class_scores_equal_the_classifier_metrics_of_all_samples_at_once():
+    """Digits drawn "for" labels, half of them wrong: the Scorer's class coverage, reverse KL and per-class accuracy,
+    streamed in batches of 7, equal metrics.class_coverage and metrics.class_accuracy of all the samples."""
+    from gan_jax import metrics
+
+    cfg = common.images("digits", "wgan_gp", "smoke")
+    cfg.train.eval_samples, cfg.eval.batch_size, cfg.eval.metrics = 300, 7, "none"
+    source = make_source(cfg.data)
+    real = source.real_batch(range(1000))
+    classifier = metrics.train_classifier(real.x, real.y, jax.random.key(0), steps=200)
+    x = real.x[:300]
+    labels = np.where(np.arange(300) % 2 == 0, real.y[:300], (real.y[:300] + 1) % 10).astype(np.int32)
+    scores = scoring.Scorer(cfg, source, jax.random.key(1), classifier=classifier)(
+        lambda start, stop: (x[start:stop], labels[start:stop]))
+    coverage = metrics.class_coverage(classifier, x)
+    assert scores["classes_covered"] == int(coverage.classes_covered) == 10
+    np.testing.assert_allclose(scores["class_reverse_kl"], float(coverage.reverse_kl), rtol=1e-6)
+    accuracy = float(metrics.class_accuracy(classifier, x, labels))
+    np.testing.assert_allclose(scores["class_accuracy"], accuracy, rtol=1e-6)
+    assert 0.3 < accuracy < 0.55  # half the labels are wrong; the classifier is right on most of the others
+
+
 def test_metric_names_are_checked_against_the_extractor():
     cfg = _ring()
     source = make_source(cfg.data)
