@@ -222,6 +222,7 @@ class Engine(NamedTuple):
     critic_opt: optax.GradientTransformation
     loss: losses.AdversarialLoss
     penalty: penalties.Penalty
+    penalty_weight: optax.Schedule  # λ(t) over generator steps (loss.penalty_weight by loss.penalty_schedule)
     pack: int = 1  # PacGAN: the critic scores packs of this many samples (loss.pack)
     augmentation: Augmentation = Augmentation()  # what the critic sees (augment.*)
     acgan_weight: float = 0.0  # λ of the ACGAN terms (loss.acgan_weight); 0 = a plain critic
@@ -233,7 +234,6 @@ def make_engine(cfg: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -> 
     models.check_critic_compatible(cfg.model, cfg.loss.penalty)
     pack = _pack_size(cfg)
     _ema_decay(cfg)
-    penalty_weight_schedule(cfg.loss)  # a bad schedule fails here, before anything is traced
     acgan_weight = _acgan_weight(cfg)
     generator, critic = models.build(cfg.model, data_shape, batch_axis=DATA_AXIS)
     if pack > 1:
@@ -251,6 +251,7 @@ def make_engine(cfg: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -> 
                                   updates_per_step=cfg.loss.n_critic, path="optim.critic"),
         loss=config_lib.lookup(losses.get, "loss.name", cfg.loss.name),
         penalty=config_lib.lookup(penalties.get, "loss.penalty", cfg.loss.penalty),
+        penalty_weight=penalty_weight_schedule(cfg.loss),
         pack=pack,
         augmentation=_augmentation(cfg, data_shape),
         acgan_weight=acgan_weight,
@@ -413,7 +414,7 @@ def _local_step(cfg: ml_collections.ConfigDict, engine: Engine, state: TrainStat
                 inputs: StepInputs) -> tuple[TrainState, dict[str, jax.Array]]:
     """One generator step on this device's share of the batch; gradients are averaged over `data`."""
     n_critic, unroll = cfg.loss.n_critic, cfg.loss.unroll_steps
-    weight = penalty_weight_schedule(cfg.loss)(state.step)  # λ at this generator step (a float when constant)
+    weight = engine.penalty_weight(state.step)  # λ at this generator step (a float when constant)
     unroll_loops = bool(cfg.train.get("unroll_loops", False))
     ema_decay, m = _ema_decay(cfg), engine.pack
     conditional = inputs.real_labels is not None

@@ -113,6 +113,15 @@ def _same(a: Any, b: Any) -> bool:
     return normal(a) == normal(b)
 
 
+def _check_unread(path: str, field: str, value: Any, defaults: ml_collections.ConfigDict, reader: str) -> None:
+    """GanJaxError for config.<path>.<field>, which `reader` does not read, unless it holds its base-config default
+    (a field the base config lacks is always an error)."""
+    if field in defaults and _same(value, defaults[field]):
+        return
+    advice = f"leave it at its default {defaults[field]!r}" if field in defaults else "remove it"
+    raise GanJaxError(f"config.{path}.{field}={value!r} is not used by {reader}; {advice}")
+
+
 def optimizer_keywords(opt_cfg: ml_collections.ConfigDict, path: str = "optim") -> dict[str, Any]:
     """{field: opt_cfg[field]} for the fields optimizer `opt_cfg.name` takes (`keywords_taken`); GanJaxError naming
     the field for any field that neither it nor the schedule reads, set away from its base-config default."""
@@ -129,12 +138,11 @@ def optimizer_keywords(opt_cfg: ml_collections.ConfigDict, path: str = "optim") 
                               "loss.unroll_steps > 0 differentiates them)")
         if field in taken:
             keywords[field] = value
-        elif field not in defaults or not _same(value, defaults[field]):
-            advice = f"leave it at its default {defaults[field]!r}" if field in defaults else "remove it"
-            raise GanJaxError(
-                f"config.{path}.{field}={value!r} is not used by optimizer {name!r} with schedule {schedule!r} "
-                f"(optax.{getattr(OPTIMIZERS[name], '__name__', name)} takes: {', '.join(('learning_rate', *taken))}; schedule "
-                f"{schedule!r} reads: {', '.join(reads) or 'learning_rate only'}); {advice}")
+        else:
+            _check_unread(path, field, value, defaults, (
+                f"optimizer {name!r} with schedule {schedule!r} (optax.{getattr(OPTIMIZERS[name], '__name__', name)} "
+                f"takes: {', '.join(('learning_rate', *taken))}; schedule {schedule!r} reads: "
+                f"{', '.join(reads) or 'learning_rate only'})"))
     return keywords
 
 
@@ -154,15 +162,9 @@ def penalty_weight_schedule(loss_cfg: ml_collections.ConfigDict) -> optax.Schedu
     schedule = config_lib.lookup(SCHEDULES.get, f"{path}.schedule", name)
     defaults = config_lib.base_config().loss.penalty_schedule
     for field, value in section.items():
-        if field == "schedule" or field in schedule.fields:
-            continue
-        if field not in defaults:
-            raise GanJaxError(f"config.{path}.{field} is not a schedule field (the fields: {', '.join(defaults)}); "
-                              "remove it")
-        if not _same(value, defaults[field]):
-            raise GanJaxError(f"config.{path}.{field}={value!r} is not read by schedule {name!r} (it reads: "
-                              f"{', '.join(schedule.fields) or 'penalty_weight only'}); leave it at its default "
-                              f"{defaults[field]!r}")
+        if field != "schedule" and field not in schedule.fields:
+            _check_unread(path, field, value, defaults,
+                          f"schedule {name!r} (it reads: {', '.join(schedule.fields) or 'penalty_weight only'})")
     return schedule.build(section, path, loss_cfg.penalty_weight)
 
 

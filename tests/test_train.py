@@ -442,7 +442,8 @@ def test_engine_schedules_count_generator_steps_for_both_roles():
 
 def test_a_scheduled_penalty_weight_is_the_run_whose_constant_weight_changes_at_the_boundary():
     # λ(t) = 0.1 before generator step 2, 0.1·0.05 from it on: the same trajectory as training 2 steps at a
-    # constant λ = 0.1, then on at a constant λ = 0.005 (one engine, two compiled steps); not the constant run.
+    # constant λ = 0.1, then on at a constant λ = 0.005 (two engines of one state, each config's compiled step);
+    # not the constant run.
     cfg = _config("wgan_gp", loss__n_critic=2)
     scheduled = cfg.copy_and_resolve_references()
     scheduled.loss.penalty_schedule.update(schedule="step", boundaries=(2,), decay_factor=0.05)
@@ -452,7 +453,8 @@ def test_a_scheduled_penalty_weight_is_the_run_whose_constant_weight_changes_at_
     later.loss.penalty_weight = 0.005
     source, engine, state, step = _setup(scheduled)
     mesh = parallel.make_mesh(1)
-    early, late = (engine_lib.make_train_step(c, engine, source, mesh) for c in (cfg, later))
+    early, late = (engine_lib.make_train_step(c, engine_lib.make_engine(c, source.shape), source, mesh)
+                   for c in (cfg, later))
     runs = {"scheduled": [step] * 4, "composed": [early, early, late, late], "constant": [early] * 4}
     finals = {}
     for name, calls in runs.items():
@@ -468,8 +470,9 @@ def test_a_scheduled_penalty_weight_is_the_run_whose_constant_weight_changes_at_
 @pytest.mark.parametrize("fields, message", [
     (dict(schedule="warmup"), r"config.loss.penalty_schedule.schedule: unknown schedule 'warmup'"),
     (dict(schedule="step"), r"config.loss.penalty_schedule.boundaries=\(\) is invalid for schedule='step'"),
-    (dict(decay_steps=100), r"config.loss.penalty_schedule.decay_steps=100 is not read by schedule 'constant'"),
-    (dict(boundary=5), r"config.loss.penalty_schedule.boundary is not a schedule field"),
+    (dict(decay_steps=100),
+     r"config.loss.penalty_schedule.decay_steps=100 is not used by schedule 'constant'.*leave it at its default 0"),
+    (dict(boundary=5), r"config.loss.penalty_schedule.boundary=5 is not used by schedule 'constant'.*; remove it"),
 ])
 def test_penalty_schedule_fields_it_cannot_use_are_clear_errors(fields, message):
     cfg = _config("wgan_gp")
