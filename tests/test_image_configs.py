@@ -110,6 +110,16 @@ def test_a_missing_dataset_is_one_line_with_the_prepare_command(tmp_path):
     assert not workdir.exists()
 
 
+def test_an_unprepared_folder_is_one_line_with_the_prepare_images_command(tmp_path):
+    workdir, data_dir = tmp_path / "run", tmp_path / "empty"
+    result = _run(workdir, f"--config.data.data_dir={data_dir}", config=_path("folder_resnet"))
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("gan_jax: error:")]
+    assert len(errors) == 1 and f"unknown dataset 'my_images': {data_dir} holds no image folder" in errors[0]
+    assert "python -m experiments.prepare_images --src=<folder> --name=my_images" in errors[0]
+    assert not workdir.exists()
+
+
 def _as_numpy(x):
     return np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
 

@@ -104,7 +104,10 @@ def _data_source(name: str, split: str, data_dir: str) -> Any:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as err:
         raise GanJaxError(
-            f"unknown dataset {name!r}: use {DIGITS!r} (built in) or a tfds dataset name (tfds.list_builders())"
+            f"unknown dataset {name!r}: {data_dir} holds no image folder of that name and tfds has no such dataset; "
+            f"prepare a folder of images with `python -m experiments.prepare_images --src=<folder> --name={name}` "
+            f"(or point --config.data.data_dir at where it was prepared), or use {DIGITS!r} (built in) or a tfds "
+            "dataset name (tfds.list_builders())"
         ) from err
     try:
         return builder.as_data_source(split=split)
