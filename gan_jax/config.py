@@ -332,6 +332,15 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
+def set_fields(cfg: ml_collections.ConfigDict, fields: dict[str, Any]) -> None:
+    """cfg's fields set by dotted name; a name the config lacks is a ValueError (ConfigDict.update_from_flattened_dict
+    would add a misspelt leaf silently)."""
+    unknown = sorted(key for key in fields if key not in flatten(cfg.to_dict()))
+    if unknown:
+        raise ValueError(f"config overrides {unknown}: the config has no such field")
+    cfg.update_from_flattened_dict(dict(fields))
+
+
 def with_defaults(saved: dict) -> dict:
     """A saved config dict with the fields it lacks (added to `base_config` after it was written) at their
     defaults, so that a run written before a field existed reads as having had the default value."""

@@ -1,5 +1,6 @@
 """Tests for the benchmark configs of the image-scale networks (experiments/configs/cifar10_sngan.py,
-cifar10_biggan.py, celeba64_dcgan.py, folder_resnet.py): their protocols, their networks' parameter counts, the
+cifar10_biggan.py, celeba64_dcgan.py, folder_resnet.py) and their CPU-sized runs on the digits (digits32_resnet.py,
+digits32_biggan.py): their protocols, their networks' parameter counts, the
 linear learning-rate decay, the missing-dataset message, and each `:smoke` through the CLI with a SIGTERM and a
 bitwise resume.
 """
@@ -22,6 +23,8 @@ from test_cli import REPO, _command, _run
 from test_image_models import MIMICRY, PYTORCH_DCGAN_64, STUDIOGAN, n_params
 
 CONFIGS = ("cifar10_sngan", "cifar10_biggan", "celeba64_dcgan", "folder_resnet")
+# The conditional nets on the built-in digits at 32×32, each with the benchmark config whose protocol it shrinks.
+DIGITS32 = {"digits32_resnet": "cifar10_sngan", "digits32_biggan": "cifar10_biggan"}
 
 
 def _config(name, arg=None):
@@ -76,7 +79,29 @@ def test_full_config_networks_have_the_reference_parameter_counts():
     assert counts("folder_resnet", size=64) == MIMICRY[64]
 
 
-@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("name,benchmark", DIGITS32.items())
+def test_digits32_runs_keep_their_benchmark_protocol_at_cpu_size(name, benchmark):
+    cfg, ref = _config(name), _config(benchmark)
+    config_lib.validate(cfg)
+    loss = lambda c: (c.loss.name, c.loss.penalty, c.model.kind, c.model.latent_dim, c.model.spectral_norm,
+                      c.model.shared_embedding_dim, c.model.hierarchical_latent)
+    optimizer = lambda c: {k: v for k, v in c.optim.generator.to_dict().items() if k != "decay_steps"}
+    assert loss(cfg) == loss(ref) and optimizer(cfg) == optimizer(ref)
+    assert cfg.optim.critic.to_dict() == cfg.optim.generator.to_dict()
+    assert (cfg.data.name, cfg.data.image_size, cfg.model.num_classes) == ("digits", 32, 10)
+    # the CPU size: a quarter of the channels, half the batch, 2 critic updates, a decay (if any) over the run
+    assert (cfg.model.g_channels, cfg.model.d_channels, cfg.data.batch_size, cfg.loss.n_critic) == (16, 16, 32, 2)
+    assert cfg.optim.generator.decay_steps == (cfg.train.steps if ref.optim.generator.schedule == "linear" else 0)
+
+
+def test_a_misspelt_field_of_a_preset_is_refused():
+    from experiments.configs import common
+    with pytest.raises(ValueError, match=r"config overrides \['loss.n_critics'\]: the config has no such field"):
+        common.image_gan("digits", "resnet", "sngan", image_size=32, latent_dim=8, batch_size=8, steps=1,
+                         fields={"loss.n_critics": 2})
+
+
+@pytest.mark.parametrize("name", CONFIGS + tuple(DIGITS32))
 def test_smoke_variants_are_tiny_copies_on_the_built_in_digits(name):
     full, smoke = _config(name), _config(name, "smoke")
     config_lib.validate(smoke)

@@ -12,7 +12,7 @@ from typing import Any, Callable, NamedTuple
 
 import ml_collections
 
-from gan_jax.config import base_config
+from gan_jax.config import base_config, set_fields
 from gan_jax.registry import Registry
 
 ConfigDict = ml_collections.ConfigDict  # what every get_config returns
@@ -163,11 +163,12 @@ def images(name: str, method: str, arg: str | None = None, image_size: int = 0,
 
 def image_gan(name: str, kind: str, method: str, arg: str | None = None, *, image_size: int, latent_dim: int,
               batch_size: int, steps: int, data_dir: str = "", ema_decay: float = 0.0,
-              **model: Any) -> ml_collections.ConfigDict:
+              fields: dict[str, Any] | None = None, **model: Any) -> ml_collections.ConfigDict:
     """The config of METHODS[method] with the `kind` networks of gan_jax.models ("dcgan", "resnet", "biggan") on the
     prepared image dataset `name` at image_size² (0: the dataset's own size) in variant `arg`; `model`: further model fields (num_classes,
     spectral_norm, ...). Generator EMA β = ema_decay (0: none); 10,000 samples for the final evaluation (the field
-    reports 50,000: --config.train.eval_samples=50000).
+    reports 50,000: --config.train.eval_samples=50000). `fields`: any other fields by dotted name, set before the
+    variant (a name the config lacks is an error).
     """
     variant = VARIANTS.get(arg or "full")
     cfg = base_config()
@@ -182,5 +183,6 @@ def image_gan(name: str, kind: str, method: str, arg: str | None = None, *, imag
     cfg.train.steps = steps
     cfg.train.ema_decay = ema_decay
     _conv_schedule(cfg, every=5000, eval_samples=10_000)
+    set_fields(cfg, fields or {})
     variant(cfg)
     return cfg

@@ -176,11 +176,7 @@ def make_config(dataset: str, method: Method | str, steps: int, model: dict,
     cfg.data.batch_size = model["batch_size"]
     cfg.train.steps, cfg.train.steps_per_call = steps, model["steps_per_call"]
     overrides = {**dict(method.overrides), **dict(dict(method.dataset_overrides).get(dataset, ()))}
-    fields = config_lib.flatten(cfg.to_dict())
-    unknown = [key for key in overrides if key not in fields]
-    if unknown:  # update_from_flattened_dict would add a misspelt leaf silently
-        raise ValueError(f"method overrides {unknown}: the config has no such field")
-    cfg.update_from_flattened_dict(overrides)
+    config_lib.set_fields(cfg, overrides)
     if decay_fraction > 0:
         decay_from = steps - int(round(decay_fraction * steps))
         cfg = with_step_decay(cfg, decay_from, DECAY_FACTOR)
