@@ -17,6 +17,7 @@ import sys
 
 from absl import app, flags, logging
 
+from gan_jax import workdir as workdir_lib
 from gan_jax.errors import GanJaxError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's folder (what experiments.train wrote).")
@@ -45,8 +46,8 @@ def _overrides() -> dict[str, object]:
 def _check_out(workdir: str, out: str | None) -> None:
     if out is None:
         return
-    inside = os.path.commonpath([os.path.abspath(workdir), os.path.abspath(out)]) == os.path.abspath(workdir)
-    if inside:
+    root, target = (os.fspath(workdir_lib.as_path(p)).rstrip("/") for p in (workdir, out))
+    if target == root or target.startswith(root + "/"):
         raise GanJaxError(f"--out={out} lies inside the workdir {workdir}, which evaluation never writes: "
                           "give a path elsewhere")
     if os.path.isdir(out):

@@ -112,7 +112,7 @@ def _failure_note(err: Exception, workdir: str) -> str:
     else:
         cause = "the error above is not a problem gan_jax recognises in the config, data or files (a bug?)"
     steps = workdir_lib.saved_steps(workdir) if str(workdir).strip() else []
-    saved = (f"checkpoint step {steps[0]} in {os.path.join(os.path.abspath(workdir), workdir_lib.CHECKPOINTS)} "
+    saved = (f"checkpoint step {steps[0]} in {workdir_lib.as_path(workdir) / workdir_lib.CHECKPOINTS} "
              "is intact; the same command resumes from it" if steps else "no checkpoint was saved")
     return f"gan_jax: {cause}; {saved}."
 

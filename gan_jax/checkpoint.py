@@ -33,8 +33,9 @@
   the very step it is saving; that too is safe only because the lock admits one writer per workdir.
 - `restore_readonly` reads the newest valid committed step (or a given one) without creating, renaming or
   deleting anything and without a lock: safe in a notebook beside a live run.
-- Paths are `etils.epath` paths (orbax's own type): a `gs://...` workdir works where its file-system support is
-  installed. What is safe on which storage (renames, the workdir lock) is stated in BUILD.md.
+- Paths are `etils.epath` paths (orbax's own type, made by `gan_jax.workdir.as_path`): a `gs://...` workdir works
+  where its file-system support is installed. What is safe on which storage (renames, the workdir lock) is
+  stated in BUILD.md.
 - Multi-process: every process calls save/restore (collective); renames and deletions happen on process 0 only,
   followed by a barrier.
 """
@@ -65,21 +66,14 @@ from gan_jax.checkpoint_digests import (DIGEST_ALGORITHM, DIGESTS_ITEM, DigestsR
 from gan_jax.checkpoint_failures import (AllCheckpointsCorruptError, CheckpointReadError, CorruptCheckpointError,
                                          IncompatibleCheckpointError, NoValidCheckpointError, agree_on_failure,
                                          classified, error_chain, gather)
-from gan_jax.workdir import WorkdirLock
+from gan_jax.workdir import PathLike, WorkdirLock, as_path, committed_steps
 
 PyTree = Any
 ConfigLike = Union[ml_collections.ConfigDict, dict]
-PathLike = Union[str, os.PathLike]
 
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"
 _READONLY_RESCANS = 5
 _CORRUPT = re.compile(r"^(\d+)\.corrupt\d*$")
-
-
-def _absolute(path: PathLike) -> epath.Path:
-    """`path` as an epath.Path: local paths made absolute, URLs (gs://...) as they are."""
-    text = os.fspath(path)
-    return epath.Path(text if "://" in text else os.path.abspath(text))
 
 
 def _sync(name: str) -> None:
@@ -276,7 +270,7 @@ class Checkpointer:
     """
 
     def __init__(self, workdir: PathLike, cfg: ml_collections.ConfigDict, *, lock: Optional[WorkdirLock] = None):
-        root = _absolute(workdir)
+        root = as_path(workdir)
         if lock is not None and lock.workdir != os.fspath(root):
             raise ValueError(f"the lock given is for {lock.workdir}, not for the workdir {root}")
         self._path = root / "checkpoints"
@@ -379,14 +373,6 @@ class Checkpointer:
 # Read-only restore (notebooks, evaluation).
 
 
-def _committed_steps(directory: epath.Path) -> list[int]:
-    """Step numbers of finalised step folders: orbax renames `<step>.orbax-checkpoint-tmp` to `<step>` on commit,
-    or, on object storage (no renames), writes `<step>/commit_success.txt` last."""
-    on_object_storage = "://" in os.fspath(directory)
-    return sorted((int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir()
-                   and (not on_object_storage or (p / "commit_success.txt").exists())), reverse=True)
-
-
 def restore_readonly(path: PathLike, like: PyTree, config: Optional[ConfigLike] = None, *,
                      step: Optional[int] = None) -> tuple[int, PyTree]:
     """(step, state) of the newest committed valid step (or of `step`); writes nothing, takes no lock.
@@ -397,7 +383,7 @@ def restore_readonly(path: PathLike, like: PyTree, config: Optional[ConfigLike] 
     are skipped (not renamed); NoValidCheckpointError if none is left, CheckpointReadError if a step cannot be
     read for a reason that says nothing about its files.
     """
-    path = _absolute(path)
+    path = as_path(path)
     directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     if not directory.is_dir():
         raise NoValidCheckpointError(f"no checkpoints at {path}: expected a workdir or its checkpoints folder")
@@ -409,7 +395,7 @@ def restore_readonly(path: PathLike, like: PyTree, config: Optional[ConfigLike] 
         # A live run deletes its oldest steps as it saves new ones; when every step listed was deleted while
         # being read, the listing is taken again (newer steps have been committed meanwhile).
         for _ in range(_READONLY_RESCANS):
-            steps = [s for s in _committed_steps(directory) if step is None or s == step]
+            steps = [s for s in committed_steps(directory) if step is None or s == step]
             skipped, deleted = [], 0
             for number in steps:
                 step_dir = directory / str(number)
@@ -431,7 +417,7 @@ def restore_readonly(path: PathLike, like: PyTree, config: Optional[ConfigLike] 
             if deleted < len(steps) or not steps:
                 break
     if not steps:
-        committed = ", ".join(map(str, _committed_steps(directory))) or "none"
+        committed = ", ".join(map(str, committed_steps(directory))) or "none"
         raise NoValidCheckpointError(f"no {wanted} in {directory} (unfinished saves are ignored); committed steps: "
                                      f"{committed}")
     raise NoValidCheckpointError(f"none of the {len(steps)} committed checkpoint step(s) in {directory} could be "

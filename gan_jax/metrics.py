@@ -22,7 +22,7 @@ import math
 import os
 import warnings
 import zipfile
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +32,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from jax.scipy.special import xlogy
 
 from gan_jax import models, transport
+from gan_jax import workdir as workdir_lib
 
 Params = dict[str, Any]  # Flax variables {"params": {"hidden_0": …, "output": …}} of a models.MLPClassifier
 
@@ -274,12 +275,12 @@ def _training_settings(images: jax.Array, labels: jax.Array, train_kwargs: dict[
     return json.loads(json.dumps(settings))  # as it reads back from the cache (tuples become lists)
 
 
-def _load_classifier(path: str, settings: dict[str, Any], n_features: int) -> Params:
-    """The variables cached at ``path``; ValueError unless they were trained with ``settings`` (same data,
+def _load_classifier(file: IO[bytes], settings: dict[str, Any], n_features: int) -> Params:
+    """The variables cached in ``file``; ValueError unless they were trained with ``settings`` (same data,
     same training settings) and are the finite arrays of the classifier those settings and ``n_features`` give."""
-    if not zipfile.is_zipfile(path):
+    if not zipfile.is_zipfile(file):
         raise ValueError("it is not an .npz (zip) file")
-    with np.load(path, allow_pickle=False) as data:
+    with np.load(file, allow_pickle=False) as data:
         arrays = {name: data[name] for name in data.files}
     if _SETTINGS_ENTRY not in arrays:
         raise ValueError("it records no training settings (another file, or a cache of an older gan_jax)")
@@ -317,23 +318,22 @@ def load_or_train_classifier(
     non-finite values) is retrained with a warning and overwritten. The key is not part of the settings: a
     cache trained with another key is used.
     """
-    path = os.path.join(os.fspath(workdir), CLASSIFIER_FILE)
+    path = workdir_lib.as_path(workdir) / CLASSIFIER_FILE
     settings = _training_settings(images, labels, train_kwargs)
     n_features = math.prod(np.shape(images)[1:])
-    if os.path.exists(path):
+    if path.exists():
         try:
-            return _load_classifier(path, settings, n_features)
+            with path.open("rb") as f:
+                return _load_classifier(f, settings, n_features)
         except Exception as err:  # noqa: BLE001 — any unusable cache is retrained
             warnings.warn(f"classifier cache {path} is unusable ({err}); retraining it", stacklevel=2)
     params = train_classifier(images, labels, key, **train_kwargs)
     if not write:
         return params
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {name: np.asarray(array) for name, array in flatten_dict(params, sep="/").items()}
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    with workdir_lib.atomic_write(path, "wb") as f:
         np.savez(f, **arrays, **{_SETTINGS_ENTRY: np.array(json.dumps(settings))})
-    os.replace(tmp, path)
     return params
 
 

@@ -1,17 +1,20 @@
 """PNG figures: sample scatters with mode centres, panels of scatters, image grids, curves with ∞ marked.
 
 Figures are built with matplotlib's object API on an Agg canvas (no pyplot, no global backend change, no
-window): every function takes the output path, writes the PNG (creating its folder), and returns the path.
+window): every function takes the output path (local, or a URL such as gs://... that `etils.epath` supports),
+writes the PNG (creating its folder), and returns the path as a str.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO
 
 import matplotlib.image
 import numpy as np
+from etils import epath
 from numpy.typing import ArrayLike
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -28,17 +31,17 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _output(path: str | os.PathLike) -> str:
-    """``path`` as a str, its folder created."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    return path
+def _write_png(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> str:
+    """``write(file)`` into the file at ``path``, its folder created; returns ``path`` as a str."""
+    target = epath.Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("wb") as f:
+        write(f)
+    return os.fspath(path)
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> str:
-    path = _output(path)
-    fig.savefig(path, format="png", bbox_inches="tight")
-    return path
+    return _write_png(path, lambda f: fig.savefig(f, format="png", bbox_inches="tight"))
 
 
 def _points(x: ArrayLike, name: str) -> np.ndarray:
@@ -167,12 +170,10 @@ def image_grid(path: str | os.PathLike, images: ArrayLike, nrow: int = 8) -> str
         top = pad + (i // ncols) * (ch + pad)
         left = pad + (i % ncols) * (cw + pad)
         canvas[top : top + ch, left : left + cw] = image
-    path = _output(path)
     if c == 1:
-        matplotlib.image.imsave(path, canvas[..., 0], cmap="gray", vmin=0.0, vmax=1.0, format="png")
-    else:
-        matplotlib.image.imsave(path, canvas, format="png")
-    return path
+        return _write_png(path, lambda f: matplotlib.image.imsave(f, canvas[..., 0], cmap="gray", vmin=0.0, vmax=1.0,
+                                                                  format="png"))
+    return _write_png(path, lambda f: matplotlib.image.imsave(f, canvas, format="png"))
 
 
 def _y_range(ys: Sequence[np.ndarray], logy: bool) -> tuple[float, float]:

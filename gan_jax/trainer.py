@@ -1,11 +1,12 @@
 """The training loop as a library: `train_and_evaluate(config, workdir)`, `restore_state`, `evaluate`.
 
 `experiments/train.py` only defines flags and calls `train_and_evaluate`; tests and notebooks import this module.
-Running again with the same workdir resumes from its newest valid checkpoint, bit for bit. The workdir
-receives checkpoints/, metrics.jsonl, TensorBoard events (tb/), samples/*.png, config.json, config_history/ and
-summary.json. SIGTERM/SIGINT at any moment of a run end it with `Preempted`, whose message says what is saved
-(while training: a checkpoint of the current step, saved first). A segment's config is recorded (config.json,
-config_history/) once its first checkpoint is on disk, so a segment that fails before then leaves no record.
+Running again with the same workdir resumes from its newest valid checkpoint, bit for bit. The workdir (a local
+path, or a URL such as gs://...: see gan_jax.workdir) receives checkpoints/, metrics.jsonl, TensorBoard events
+(tb/), samples/*.png, config.json, config_history/ and summary.json. SIGTERM/SIGINT at any moment of a run end it
+with `Preempted`, whose message says what is saved (while training: a checkpoint of the current step, saved
+first). A segment's config is recorded (config.json, config_history/) once its first checkpoint is on disk, so a
+segment that fails before then leaves no record.
 
 Periodic work runs from one table, `PERIODIC`: (name, config field giving every how many generator steps,
 action). An action runs after the fused call that crosses a multiple of its period; "log" also after the last
@@ -79,7 +80,7 @@ def run_classifier(cfg: ml_collections.ConfigDict, source: DataSource, workdir: 
                                                 num_classes=source.num_classes, write=write)
 
 
-def _plot(path: str, source: DataSource, samples: np.ndarray, title: str, conditional: bool) -> str:
+def _plot(path: workdir_lib.PathLike, source: DataSource, samples: np.ndarray, title: str, conditional: bool) -> str:
     if len(source.shape) == 3:
         if conditional:  # the figure's samples are FIGURE_COLUMNS per class, one row per class
             return plotting.image_grid(path, samples, nrow=FIGURE_COLUMNS)
@@ -154,7 +155,7 @@ def evaluate_checkpoint(workdir: str, *, step: int | str = "latest",
     config_lib.validate(cfg)
     cfg, source, engine, like = _readonly_pieces(workdir, cfg)
     scoring.check(cfg, source)
-    path = os.path.join(workdir, BEST_DIR) if step == "best" else workdir
+    path = workdir_lib.as_path(workdir) / BEST_DIR if step == "best" else workdir
     number = None if step in ("latest", "best") else int(step)
     saved_step, state = checkpoint.restore_readonly(path, like, cfg, step=number)
     mesh = parallel.make_mesh(0)
@@ -162,8 +163,8 @@ def evaluate_checkpoint(workdir: str, *, step: int | str = "latest",
     classifier = run_classifier(cfg, source, workdir, write=False)
     sample = _make_sample_fn(cfg, source, engine, mesh, lambda: state)
     scores = evaluator(cfg, source, classifier, write_cache=False)(sample("eval"))
-    return {"workdir": os.path.abspath(workdir), "step": int(saved_step), "samples": int(cfg.train.eval_samples),
-            **scores}
+    return {"workdir": os.fspath(workdir_lib.as_path(workdir)), "step": int(saved_step),
+            "samples": int(cfg.train.eval_samples), **scores}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -229,7 +230,7 @@ def _log_action(loop: _Loop) -> None:
 def _figure_action(loop: _Loop) -> None:
     samples = loop.sample("figure")  # every process takes part in the computation; process 0 plots
     if loop.writer:
-        _plot(os.path.join(loop.workdir, "samples", f"step_{loop.step:07d}.png"), loop.source, samples,
+        _plot(workdir_lib.as_path(loop.workdir) / "samples" / f"step_{loop.step:07d}.png", loop.source, samples,
               f"{loop.source.name}, step {loop.step}", bool(loop.cfg.model.get("num_classes", 0)))
 
 
@@ -249,15 +250,14 @@ class _BestStep:
     def __init__(self, cfg: ml_collections.ConfigDict, workdir: str):
         self.metric = str(cfg.eval.best_metric)
         self.lower = self.metric.rsplit("/", 1)[-1] in scoring.LOWER_IS_BETTER
-        folder = os.path.join(workdir, BEST_DIR)
-        self.record = os.path.join(folder, "best.json")
+        folder = workdir_lib.as_path(workdir) / BEST_DIR
+        self.record = folder / "best.json"
         best_cfg = cfg.copy_and_resolve_references()
         best_cfg.train.max_to_keep = 1
         self.checkpointer = checkpoint.Checkpointer(folder, best_cfg)
         self.value = None
-        if os.path.exists(self.record):  # a resumed run continues from the best so far
-            with open(self.record) as f:
-                self.value = json.load(f)["value"]
+        if self.record.exists():  # a resumed run continues from the best so far
+            self.value = json.loads(self.record.read_text())["value"]
 
     def offer(self, state: engine_lib.TrainState, step: int, values: dict[str, Any]) -> None:
         """Saves `state` as the best step when values[metric] beats the best so far (every process takes part)."""
@@ -270,10 +270,8 @@ class _BestStep:
         self.checkpointer.wait()
         self.value = float(value)
         if parallel.is_writer():
-            tmp = f"{self.record}.tmp"
-            with open(tmp, "w") as f:
+            with workdir_lib.atomic_write(self.record) as f:
                 json.dump({"metric": self.metric, "value": self.value, "step": step}, f)
-            os.replace(tmp, self.record)
 
     def close(self) -> None:
         self.checkpointer.close()
@@ -365,7 +363,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, checkpointer: checkpoin
            source: DataSource, engine: engine_lib.Engine, state: engine_lib.TrainState, stop: StopRequest,
            progress: bool) -> dict[str, Any]:
     """The training loop of `train_and_evaluate`, run while holding the workdir's lock; `stop`: its signals."""
-    writer = parallel.is_writer()
+    writer, root = parallel.is_writer(), workdir_lib.as_path(workdir)
     restored = checkpointer.restore_latest(state)
     if restored is not None:
         state = parallel.replicate(restored, mesh)
@@ -381,7 +379,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, checkpointer: checkpoin
         if start:
             print(f"resuming from checkpoint step {start} in {checkpointer.directory}", file=sys.stderr)
             run_records.report_config_changes(workdir, cfg, start)
-        os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+        (root / "samples").mkdir(parents=True, exist_ok=True)
 
     calls = schedule(start, cfg.train.steps, cfg.train.steps_per_call)
     feed, streamed = _data_feed(cfg, source, state, mesh, calls)
@@ -440,9 +438,9 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, checkpointer: checkpoin
         loop.best.close()
     summary = {
         "step": step,
-        "workdir": os.path.abspath(workdir),
-        "figure": os.path.abspath(os.path.join(workdir, "samples", "final.png")),
-        "metrics_file": os.path.abspath(os.path.join(workdir, "metrics.jsonl")),
+        "workdir": os.fspath(root),
+        "figure": os.fspath(root / "samples" / "final.png"),
+        "metrics_file": os.fspath(root / "metrics.jsonl"),
         "checkpoints": checkpointer.directory,
         "pipeline": source.pipeline,
     }
@@ -453,7 +451,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, checkpointer: checkpoin
         _plot(summary["figure"], source, figure, f"{source.name} after {step} steps",
               bool(cfg.model.get("num_classes", 0)))
         summary.update(scores)
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
+        with workdir_lib.atomic_write(root / "summary.json") as f:
             json.dump(summary, f, indent=2)
     stop.status = f"after the run finished: step {step} is saved in {checkpointer.directory} and evaluated"
     return summary

@@ -9,17 +9,23 @@ A training run calls, on every process, after `jax.distributed` is initialised (
 
 - Marker: `<workdir>/.gan_jax_workdir` (JSON: toolkit version, creation time, host) is written when the folder is
   created or found empty. An existing folder with files but no marker is refused and nothing is written in it.
+- Paths: the folder and the run's records are reached through `etils.epath` (orbax's own path type; `as_path`):
+  a local path (made absolute) or a URL such as `gs://bucket/run` where epath's file-system support for it is
+  installed. Only local paths are tested; what is safe on which storage is stated in BUILD.md.
 - Lock: `fcntl.flock` on `<workdir>/.gan_jax.lock`, held open for the run. The kernel drops it when the holder
   exits or is killed (no stale locks). The file names the holder (pid, host, start time); a second acquirer
   fails at once with `WorkdirLockedError` naming it. flock works across machines on NFSv4 (Linux emulates it
   with POSIX byte-range locks since 2.6.12); on file systems without lock support (some Lustre mounts) it
-  fails with an error naming the folder.
+  fails with an error naming the folder. A URL workdir (object storage) has no flock: nothing is enforced, the
+  run says so in one line on stderr and goes on, and its lock object holds nothing.
 - Multi-process: only process 0 (`is_writer`, default `jax.process_index() == 0`) writes the marker and holds
   the lock; the others take the same decision as process 0 (its outcome is broadcast), so all of them either
   continue or raise together. Call both after `jax.distributed.initialize` (they query the process index and
   count, which starts JAX's backend).
 - The lock belongs to the open file: a child made by fork() (not exec) inherits it and keeps it until it exits.
 - An empty or blank path is refused (`resolve`): it would mean the current directory.
+- Files other programs may read while the run writes them (the marker, the configs, summaries) are written whole
+  (`atomic_write`: a temporary beside them, renamed over them).
 - A full disk while the run writes (`disk_full_as_error`) becomes one `DiskFullError` naming the newest complete
   checkpoint and the space a checkpoint takes; the error records orbax's threads log about it are dropped (the
   same error reaches the main thread, which reports it once), and so are the completions of writes still in
@@ -36,12 +42,17 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
-from typing import Any, Iterator, Optional
+from typing import IO, Any, Iterator, Optional, Union
+
+from etils import epath
 
 from gan_jax.errors import GanJaxError
+
+PathLike = Union[str, os.PathLike]
 
 MARKER = ".gan_jax_workdir"
 LOCK_FILE = ".gan_jax.lock"
@@ -60,12 +71,51 @@ class DiskFullError(WorkdirError):
     """The disk of the workdir filled up while the run wrote to it."""
 
 
-def resolve(workdir: str) -> str:
-    """The absolute path of a --workdir value; WorkdirError for an empty or blank one (the current directory)."""
-    if not str(workdir).strip():
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def url_scheme(path: PathLike) -> Optional[str]:
+    """The scheme of a URL path ("gs" for gs://bucket/run: object storage), None for a local path."""
+    match = _URL.match(os.fspath(path))
+    return match.group(1) if match else None
+
+
+def as_path(path: PathLike) -> epath.Path:
+    """`path` as an epath.Path: a local path made absolute, a URL (gs://...) kept as it is."""
+    text = os.fspath(path)
+    return epath.Path(text if url_scheme(text) else os.path.abspath(text))
+
+
+def resolve(workdir: PathLike) -> str:
+    """The absolute path (or URL) of a --workdir value; WorkdirError for an empty or blank one (the current
+    directory)."""
+    if not os.fspath(workdir).strip():
         raise WorkdirError(f"--workdir={workdir!r} is empty: give the run's folder, e.g. --workdir=runs/ring8 "
                            "(an empty path would put the run's files in the current directory)")
-    return os.path.abspath(workdir)
+    return os.fspath(as_path(workdir))
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike, mode: str = "w") -> Iterator[IO[Any]]:
+    """A file open for writing (`mode` "w" or "wb") whose content replaces `path` whole when the block ends: a
+    temporary beside it, renamed over it; if the block raises, `path` stays as it was and the temporary goes."""
+    target = as_path(path)
+    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+    try:
+        with tmp.open(mode) as f:
+            yield f
+        tmp.replace(target)
+    except BaseException:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
+
+
+def _reason(err: OSError) -> str:
+    """What went wrong, in a few words: the OS's message, or the storage library's text (which sets no strerror)."""
+    return err.strerror or str(err)
 
 
 def _now() -> str:
@@ -102,55 +152,52 @@ def _marker_content() -> dict[str, Any]:
 
 
 def _write_marker(path: str) -> None:
-    tmp = os.path.join(path, f"{MARKER}.tmp{os.getpid()}")
     try:
-        with open(tmp, "w") as f:
+        with atomic_write(epath.Path(path) / MARKER) as f:
             json.dump(_marker_content(), f, indent=2)
             f.write("\n")
-        os.replace(tmp, os.path.join(path, MARKER))
     except OSError as err:
-        _remove_quietly(tmp)
-        raise WorkdirError(f"--workdir {path} is not writable ({err.strerror}): choose a folder you can "
+        raise WorkdirError(f"--workdir {path} is not writable ({_reason(err)}): choose a folder you can "
                            "write to") from err
 
 
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+def _nearest_existing(folder: epath.Path) -> epath.Path:
+    """`folder` or its nearest ancestor that exists; the file system's root, or a URL's bucket, at most."""
+    while not (folder.parent == folder or os.fspath(folder.parent).endswith("://")) and not folder.exists():
+        folder = folder.parent
+    return folder
 
 
 def _check_and_create(path: str) -> None:
     """The writer's part of `prepare`: checks, then creates the folder and/or its marker."""
-    if os.path.lexists(path) and not os.path.isdir(path):
+    root = epath.Path(path)
+    exists = root.exists()
+    if exists and not root.is_dir():
         raise WorkdirError(f"--workdir {path} is a file, not a folder: choose another path")
-    if not os.path.exists(path):
-        ancestor = os.path.dirname(path)
-        while not os.path.exists(ancestor):
-            ancestor = os.path.dirname(ancestor)
-        if not os.path.isdir(ancestor):
+    if not exists:
+        ancestor = _nearest_existing(root)
+        if ancestor.exists() and not ancestor.is_dir():
             raise WorkdirError(f"--workdir {path} cannot be created: {ancestor} is a file, not a folder")
         try:
-            os.makedirs(path)
+            root.mkdir(parents=True)
         except FileExistsError:
             pass  # created concurrently; checked below like any existing folder
         except OSError as err:
-            raise WorkdirError(f"--workdir {path} cannot be created ({err.strerror} in {ancestor}): "
+            raise WorkdirError(f"--workdir {path} cannot be created ({_reason(err)} in {ancestor}): "
                                "choose a folder you can write to") from err
         else:
             _write_marker(path)
             return
     try:
-        entries = sorted(os.listdir(path))
+        entries = sorted(entry.name for entry in root.iterdir())
     except OSError as err:
-        raise WorkdirError(f"--workdir {path} cannot be read ({err.strerror})") from err
-    if not os.access(path, os.W_OK | os.X_OK):
+        raise WorkdirError(f"--workdir {path} cannot be read ({_reason(err)})") from err
+    if not url_scheme(path) and not os.access(path, os.W_OK | os.X_OK):  # object storage: found out on writing
         raise WorkdirError(f"--workdir {path} is not writable: choose a folder you can write to, "
                            "or fix its permissions")
     if MARKER in entries:
-        checkpoints = os.path.join(path, CHECKPOINTS)
-        if os.path.lexists(checkpoints) and not os.path.isdir(checkpoints):
+        checkpoints = root / CHECKPOINTS
+        if checkpoints.exists() and not checkpoints.is_dir():
             raise WorkdirError(f"{checkpoints} is a file, not a folder: gan_jax keeps its checkpoints there; "
                                "move the file away or choose another --workdir")
         return
@@ -164,8 +211,9 @@ def _check_and_create(path: str) -> None:
         f"once with: python -c \"from gan_jax import workdir; workdir.mark('{path}')\"")
 
 
-def prepare(workdir: str, *, is_writer: Optional[bool] = None) -> str:
-    """Creates `workdir` (+ marker) or checks it is a gan_jax run folder; returns its absolute path; else WorkdirError.
+def prepare(workdir: PathLike, *, is_writer: Optional[bool] = None) -> str:
+    """Creates `workdir` (+ marker) or checks it is a gan_jax run folder; returns its absolute path or URL; else
+    WorkdirError.
 
     `is_writer` (default: `jax.process_index() == 0`): the one process that creates and writes. With several
     processes this is a collective: every process calls it, and all raise when process 0 refuses.
@@ -183,31 +231,32 @@ def prepare(workdir: str, *, is_writer: Optional[bool] = None) -> str:
     return path
 
 
-def mark(workdir: str) -> str:
+def mark(workdir: PathLike) -> str:
     """Writes the marker into an existing folder (adopting a run folder of an older gan_jax); returns its path."""
     path = resolve(workdir)
-    if not os.path.isdir(path):
+    root = epath.Path(path)
+    if not root.is_dir():
         raise WorkdirError(f"{path} is not an existing folder")
-    if not os.path.exists(os.path.join(path, MARKER)):
+    if not (root / MARKER).exists():
         _write_marker(path)
     return path
 
 
-def read_holder(workdir: str) -> Optional[dict[str, Any]]:
+def read_holder(workdir: PathLike) -> Optional[dict[str, Any]]:
     """What the lock file says about its last holder (pid, host, started), or None if absent or unreadable."""
     try:
-        with open(os.path.join(os.path.abspath(workdir), LOCK_FILE)) as f:
-            return json.loads(f.read() or "null")
+        return json.loads((as_path(workdir) / LOCK_FILE).read_text() or "null")
     except (OSError, ValueError):
         return None
 
 
 class WorkdirLock:
-    """The exclusive lock on one workdir; `held` is False on processes other than the writer."""
+    """The exclusive lock on one workdir; `held` is False on processes other than the writer, and on every process
+    of a URL workdir (object storage has no flock)."""
 
     def __init__(self, workdir: str, fd: Optional[int]):
         self.workdir = workdir
-        self.path = os.path.join(workdir, LOCK_FILE)
+        self.path = os.fspath(epath.Path(workdir) / LOCK_FILE)
         self._fd = fd
 
     @property
@@ -244,8 +293,14 @@ def _describe(holder: Optional[dict[str, Any]]) -> str:
             f"running since {holder.get('started', '?')}")
 
 
-def _lock(path: str) -> int:
-    lock_path = os.path.join(path, LOCK_FILE)
+def _lock(path: str) -> Optional[int]:
+    """The descriptor holding the flock on `path`'s lock file; None for a URL (object storage, where no flock
+    exists), after one warning line on stderr: the run goes on with nothing enforced."""
+    if url_scheme(path):
+        print(f"gan_jax: warning: --workdir {path} is object storage: one writer per workdir is not enforced there "
+              "(no flock; see BUILD.md, Storage): run only one training per workdir at a time", file=sys.stderr)
+        return None
+    lock_path = os.path.join(path, LOCK_FILE)  # flock needs a file of the local (or a mounted) file system
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as err:
@@ -272,11 +327,12 @@ def _lock(path: str) -> int:
     return fd
 
 
-def acquire(workdir: str, *, is_writer: Optional[bool] = None) -> WorkdirLock:
+def acquire(workdir: PathLike, *, is_writer: Optional[bool] = None) -> WorkdirLock:
     """Takes the workdir's exclusive lock (non-blocking) on the writer process; WorkdirLockedError names the holder.
 
-    `is_writer` as in `prepare`. Non-writers get a lock object with `held == False`; with several processes all
-    raise when process 0 cannot take the lock. Release with `lock.release()` or a `with` block.
+    `is_writer` as in `prepare`. Non-writers get a lock object with `held == False`, and so does every process of
+    a URL workdir (`_lock`); with several processes all raise when process 0 cannot take the lock. Release with
+    `lock.release()` or a `with` block.
     """
     path = resolve(workdir)
     is_writer = _default_is_writer(is_writer)
@@ -298,17 +354,21 @@ def acquire(workdir: str, *, is_writer: Optional[bool] = None) -> WorkdirLock:
 # What is saved, and a full disk.
 
 
-def saved_steps(workdir: str) -> list[int]:
-    """Steps of the complete checkpoints in `<workdir>/checkpoints`, newest first; [] if none or unreadable.
+def committed_steps(directory: epath.Path) -> list[int]:
+    """Step numbers of the committed step folders in an orbax checkpoint folder, newest first (OSError if it
+    cannot be listed): orbax renames `<step>.orbax-checkpoint-tmp` to `<step>` on commit, or, on object storage
+    (no renames), writes `<step>/commit_success.txt` last."""
+    on_object_storage = url_scheme(directory) is not None
+    return sorted((int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir()
+                   and (not on_object_storage or (p / "commit_success.txt").exists())), reverse=True)
 
-    Orbax names a step's folder by its number once the save is committed (until then it carries a tmp suffix).
-    """
-    directory = os.path.join(os.path.abspath(workdir), CHECKPOINTS)
+
+def saved_steps(workdir: PathLike) -> list[int]:
+    """Steps of the complete checkpoints in `<workdir>/checkpoints`, newest first; [] if none or unreadable."""
     try:
-        names = os.listdir(directory)
+        return committed_steps(as_path(workdir) / CHECKPOINTS)
     except OSError:
         return []
-    return sorted((int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(directory, n))), reverse=True)
 
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -336,7 +396,7 @@ def _disk_full_cause(err: Optional[BaseException]) -> Optional[int]:
 
 
 def _disk_bytes(folder: str) -> int:
-    """Bytes `folder` and everything in it take on disk (allocated blocks, as `du` counts them)."""
+    """Bytes the local `folder` and everything in it take on disk (allocated blocks, as `du` counts them)."""
     total = 0
     for root, _, files in os.walk(folder):
         for path in (root, *(os.path.join(root, name) for name in files)):
@@ -405,7 +465,7 @@ class _DropDiskFullRecords(logging.Filter):
 
 
 @contextlib.contextmanager
-def disk_full_as_error(workdir: str, state_bytes: int) -> Iterator[None]:
+def disk_full_as_error(workdir: PathLike, state_bytes: int) -> Iterator[None]:
     """Inside, an exception caused by a full disk is raised again as a one-line DiskFullError, and log records
     about a full disk are dropped (orbax logs the traceback of each save thread that fails; the main thread gets
     the same error at the next save or wait).
@@ -424,7 +484,7 @@ def disk_full_as_error(workdir: str, state_bytes: int) -> Iterator[None]:
         code = _disk_full_cause(err)
         if code is None or isinstance(err, GanJaxError):
             raise
-        raise _disk_full_error(os.path.abspath(workdir), code, state_bytes) from err
+        raise _disk_full_error(os.fspath(as_path(workdir)), code, state_bytes) from err
     finally:
         asyncio.set_event_loop_policy(policy)
         for logger in loggers:

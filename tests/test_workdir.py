@@ -4,6 +4,7 @@ import errno
 import hashlib
 import json
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -12,8 +13,9 @@ import subprocess
 import sys
 
 import pytest
+from etils import epath
 
-from gan_jax import __version__, workdir
+from gan_jax import __version__, run_records, workdir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -222,6 +224,86 @@ def test_saved_steps_are_the_committed_step_folders_newest_first(tmp_path):
         (checkpoints / name).mkdir(parents=True)
     (checkpoints / "40").write_text("a file, not a step")
     assert workdir.saved_steps(str(tmp_path)) == [200, 10]
+
+
+@pytest.mark.parametrize("kind", [str, pathlib.Path, epath.Path], ids=["str", "pathlib", "epath"])
+def test_a_local_workdir_given_as_str_pathlib_or_epath_works_alike(tmp_path, kind):
+    run = tmp_path / "run"
+    path = workdir.prepare(kind(run), is_writer=True)
+    assert path == str(run) and (run / workdir.MARKER).is_file()
+    assert workdir.prepare(kind(run), is_writer=True) == str(run)  # found marked: accepted
+    with workdir.acquire(kind(run), is_writer=True) as lock:
+        assert lock.held and lock.workdir == str(run)
+        assert workdir.read_holder(kind(run))["pid"] == os.getpid()
+        with pytest.raises(workdir.WorkdirLockedError, match=rf"pid {os.getpid()}"):
+            workdir.acquire(kind(run), is_writer=True)
+    assert workdir.read_holder(kind(run)) is None
+    for step in ("3", "12", "7.orbax-checkpoint-tmp"):
+        (run / workdir.CHECKPOINTS / step).mkdir(parents=True)
+    assert workdir.saved_steps(kind(run)) == [12, 3]
+
+
+def test_as_path_keeps_a_url_and_makes_a_local_path_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for url in ("gs://bucket/x", epath.Path("gs://bucket/x")):
+        assert os.fspath(workdir.as_path(url)) == "gs://bucket/x" and workdir.url_scheme(url) == "gs"
+    assert workdir.resolve("gs://bucket/runs/ring8") == "gs://bucket/runs/ring8"
+    for relative in ("runs/ring8", pathlib.Path("runs/ring8"), "./runs/../runs/ring8"):
+        assert workdir.as_path(relative) == epath.Path(tmp_path / "runs" / "ring8")
+        assert workdir.url_scheme(relative) is None
+    # "://" after the first path component is part of a local name, not a URL scheme
+    assert workdir.url_scheme("runs/a://b") is None
+    assert os.fspath(workdir.as_path("runs/a://b")) == f"{tmp_path}/runs/a:/b"
+
+
+def test_a_url_workdir_is_not_locked_and_says_so_in_one_line(capsys):
+    """Object storage has no flock: the decision is taken from the URL alone (nothing is read or written there)."""
+    assert workdir._lock("gs://bucket/run") is None
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1 and warning.startswith(
+        "gan_jax: warning: --workdir gs://bucket/run is object storage: one writer per workdir is not enforced")
+    lock = workdir.acquire("gs://bucket/run", is_writer=True)
+    assert not lock.held and lock.workdir == "gs://bucket/run" and lock.path == "gs://bucket/run/.gan_jax.lock"
+    lock.release()  # nothing to release
+    assert not lock.held and capsys.readouterr().err == warning
+    workdir.acquire("gs://bucket/run", is_writer=False).release()
+    assert capsys.readouterr().err == ""  # only the writer says it
+
+
+def test_atomic_write_replaces_whole_or_leaves_the_file_as_it_was(tmp_path):
+    target = tmp_path / "config.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with workdir.atomic_write(target) as f:
+            f.write("half of the new")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["config.json"]
+    with workdir.atomic_write(epath.Path(target), "wb") as f:
+        f.write(b"new")
+        assert target.read_text() == "old"  # not visible before the block ends
+    assert target.read_text() == "new" and os.listdir(tmp_path) == ["config.json"]
+
+
+def test_metrics_log_on_a_local_epath_workdir_appends_and_drops_entries_past_the_resumed_step(tmp_path):
+    log = run_records.MetricsLog(epath.Path(tmp_path), resume_step=0)
+    for step in (1, 2, 3):
+        log.write(step, {"loss": float(step)})
+    log.close()
+    log = run_records.MetricsLog(str(tmp_path), resume_step=2)
+    log.write(4, {"loss": 4.0})
+    log.close()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 4]
+    assert any(name.startswith("events.") for name in os.listdir(tmp_path / "tb"))
+
+
+def test_tensorboard_events_are_skipped_with_a_warning_for_a_url_tensorboardx_cannot_write(capsys):
+    from tensorboardX.record_writer import REGISTERED_FACTORIES
+
+    assert {"gs", "s3"} <= set(REGISTERED_FACTORIES)  # the URLs BUILD.md says tensorboardX writes itself
+    assert run_records._tensorboard(epath.Path("az://container/run/tb"), resume_step=0) is None
+    assert capsys.readouterr().err == ("gan_jax: warning: no TensorBoard events in az://container/run/tb "
+                                       "(tensorboardX writes no az:// URLs); metrics.jsonl has every entry\n")
 
 
 def _tensorstore_error(path):
