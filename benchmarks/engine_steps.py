@@ -1,10 +1,33 @@
-"""gan_jax's engine step as benchmarked: compiled for a config, with its FLOP counts and compile seconds."""
+"""gan_jax's engine step as benchmarked: compiled for a config, with its FLOP counts, XLA's memory analysis and
+compile seconds; synthetic images for the image-scale steps (no prepared dataset needed)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
 
 from benchmarks.flops import step_jaxpr_flops, xla_flops
+
+if TYPE_CHECKING:
+    from gan_jax.data import DataSource
+
+MIB = 2**20
+
+
+class XlaMemory(NamedTuple):
+    """MiB of a compiled executable's buffers (XLA's `memory_analysis()`); `alias`: outputs in donated arguments."""
+
+    temp: float
+    argument: float
+    output: float
+    alias: float
+
+    @property
+    def total(self) -> float:
+        """temp + argument + output."""
+        return self.temp + self.argument + self.output
 
 
 class EngineBench(NamedTuple):
@@ -16,14 +39,27 @@ class EngineBench(NamedTuple):
     compile_s: float
     jaxpr_gflop: float  # per generator step
     scanned_xla_gflop: float  # XLA's count of one whole call / steps per call (undercounts: scans once)
+    memory: XlaMemory  # of the compiled call
 
 
-def compiled_step(cfg, steps_per_call: int, num_devices: int = 1) -> tuple[Callable, Any, Any]:
-    """(jitted engine step of `steps_per_call` generator steps, initial state, data arrays) on `num_devices`."""
+def synthetic_images(count: int, size: int, channels: int = 3, seed: int = 0) -> DataSource:
+    """A device-pipeline DataSource of `count` uniform random uint8 size×size×channels images, no labels: batches
+    drawn by `images.batch` and mapped to [−1, 1] by `images.to_model_input`, as for a prepared dataset."""
+    from gan_jax.data import Batch, DataSource, images
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (count, size, size, channels), dtype=np.uint8)
+    return DataSource(name=f"synthetic {size}×{size}×{channels}", shape=(size, size, channels),
+                      arrays=Batch(jnp.asarray(pixels)), sample=images.batch, to_input=images.to_model_input)
+
+
+def compiled_step(cfg, steps_per_call: int, num_devices: int = 1,
+                  source: DataSource | None = None) -> tuple[Callable, Any, Any]:
+    """(jitted engine step of `steps_per_call` generator steps, initial state, data arrays) on `num_devices`;
+    the data: `source` (a gan_jax.data.DataSource), or the one `cfg.data` names."""
     from gan_jax import engine as engine_lib, parallel
     from gan_jax.data import make_source
 
-    source = make_source(cfg.data)
+    source = source or make_source(cfg.data)
     engine = engine_lib.make_engine(cfg, source.shape)
     mesh = parallel.make_mesh(num_devices)
     step = engine_lib.make_train_step(cfg, engine, source, mesh, steps_per_call=steps_per_call)
@@ -31,13 +67,22 @@ def compiled_step(cfg, steps_per_call: int, num_devices: int = 1) -> tuple[Calla
     return step, state, parallel.replicate(source.arrays, mesh)
 
 
-def engine_bench(cfg, steps_per_call: int, num_devices: int = 1) -> EngineBench:
-    """The engine's jitted call of `steps_per_call` generator steps on a mesh of `num_devices`, compiled."""
-    step, state, arrays = compiled_step(cfg, steps_per_call, num_devices)
+def xla_memory(jitted: Callable, *args: Any) -> XlaMemory:
+    """XLA's `memory_analysis()` of `jitted` compiled for `args` (the executable is cached: no second compile)."""
+    stats = jitted.lower(*args).compile().memory_analysis()
+    return XlaMemory(stats.temp_size_in_bytes / MIB, stats.argument_size_in_bytes / MIB,
+                     stats.output_size_in_bytes / MIB, stats.alias_size_in_bytes / MIB)
+
+
+def engine_bench(cfg, steps_per_call: int, num_devices: int = 1,
+                 source: DataSource | None = None) -> EngineBench:
+    """The engine's jitted call of `steps_per_call` generator steps on a mesh of `num_devices`, compiled; the data:
+    `source`, or the one `cfg.data` names."""
+    step, state, arrays = compiled_step(cfg, steps_per_call, num_devices, source)
     gflop = step_jaxpr_flops(step, state, arrays) / steps_per_call / 1e9
     scanned, compile_s = xla_flops(step, state, arrays)
     return EngineBench(lambda s: step(s, arrays)[0], state, steps_per_call, compile_s, gflop,
-                       scanned / (steps_per_call * 1e9))
+                       scanned / (steps_per_call * 1e9), xla_memory(step, state, arrays))
 
 
 def digits_count_check(cfg) -> tuple[float, float]:

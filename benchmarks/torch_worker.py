@@ -1,16 +1,21 @@
-"""PyTorch's versions of the benchmarked ring8 WGAN-GP, eager and under torch.compile, in a worker subprocess
-driven by JSON lines over stdin/stdout (so a stuck torch.compile can be stopped).
+"""PyTorch steps timed in a worker subprocess driven by JSON lines over stdin/stdout (so a stuck torch.compile can
+be stopped): the client (`TorchWorker`, `torch_timers`), the request loop every worker runs (`serve_requests`),
+and PyTorch's versions of the benchmarked ring8 WGAN-GP, eager and under torch.compile.
 
-The same math as benchmarks/hand_written.py: torch.autograd.grad(create_graph=True) for the penalty in eager
-mode; torch.func gradients under torch.compile (Adam applied eagerly). The worker runs with
-torch.set_num_threads(<threads>) and OMP_WAIT_POLICY=PASSIVE; it is started by `TorchWorker` as
+The ring8 step is the same math as benchmarks/hand_written.py: torch.autograd.grad(create_graph=True) for the
+penalty in eager mode; torch.func gradients under torch.compile (Adam applied eagerly). A worker runs with
+torch.set_num_threads(<threads>) and OMP_WAIT_POLICY=PASSIVE; `TorchWorker` starts one as
 
-    python -m benchmarks.torch_worker WIDTH THREADS
+    python -m MODULE SPEC THREADS
+
+MODULE benchmarks.torch_worker with SPEC the ring8 width, or benchmarks.torch_image_nets with SPEC the JSON spec
+of an image GAN step.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -21,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from benchmarks.ring8 import (BATCH, BETAS, DEPTH, LATENT, LEARNING_RATE, N_CRITIC, PENALTY_WEIGHT, RING_MODES,
                               RING_RADIUS, RING_STD)
@@ -31,19 +36,47 @@ REPO = Path(__file__).resolve().parents[1]
 # thread waits for a descheduled one and 2-thread PyTorch runs up to 40x slower (measured on the project's
 # 2-core machine at load 8). PASSIVE keeps PyTorch's numbers meaningful on a shared machine.
 OMP_WAIT_POLICY = "PASSIVE"
+WARMUP_TIMEOUT_S = 600.0  # for the worker's start and its first eager step
 
 
-def serve(width: int, threads: int) -> None:
-    """Times PyTorch steps at `width` on request, one JSON line in and one out, until stdin ends.
+def serve_requests(threads: int, make_step: Callable[[bool], Callable[[], Any]]) -> None:
+    """Times steps on request, one JSON line in and one out, until stdin ends.
 
-    Requests: {"cmd": "compile"} and {"cmd": "run", "impl": "eager"|"compile", "steps": n}; replies:
-    {"seconds": s} or {"error": message}.
+    `make_step(False)` is the eager step (built at start), `make_step(True)` the torch.compile one (built and run
+    once on {"cmd": "compile"}). Requests: {"cmd": "compile"} and {"cmd": "run", "impl": "eager"|"compile",
+    "steps": n}; replies: {"seconds": s} (CUDA work synchronised before the clock stops) or {"error": message}.
     """
     import torch
-    from torch.func import functional_call, grad
+
+    def sync() -> None:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    steps = {"eager": make_step(False)}
+    for line in sys.stdin:
+        msg = json.loads(line)
+        try:
+            t0 = time.perf_counter()
+            if msg["cmd"] == "compile":
+                steps["compile"] = make_step(True)
+                steps["compile"]()
+            else:
+                for _ in range(msg["steps"]):
+                    steps[msg["impl"]]()
+            sync()
+            reply = {"seconds": time.perf_counter() - t0}
+        except Exception as err:  # reported to the parent, which skips the column with this note
+            reply = {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]}
+        print(json.dumps(reply), flush=True)
+
+
+def ring8_step(width: int, compiled: bool) -> Callable[[], None]:
+    """One generator step of the ring8 WGAN-GP at `width` in PyTorch: eager, or under torch.compile."""
+    import torch
+    from torch.func import functional_call, grad
+
     angles = 2 * math.pi * torch.arange(RING_MODES) / RING_MODES
     means = RING_RADIUS * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
 
@@ -122,41 +155,29 @@ def serve(width: int, threads: int) -> None:
 
         return step
 
-    steps = {"eager": eager_model()}
-    for line in sys.stdin:
-        msg = json.loads(line)
-        try:
-            if msg["cmd"] == "compile":
-                t0 = time.perf_counter()
-                steps["compile"] = compiled_model()
-                steps["compile"]()
-                reply = {"seconds": time.perf_counter() - t0}
-            else:
-                t0 = time.perf_counter()
-                for _ in range(msg["steps"]):
-                    steps[msg["impl"]]()
-                reply = {"seconds": time.perf_counter() - t0}
-        except Exception as err:  # reported to the parent, which skips the column with this note
-            reply = {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]}
-        print(json.dumps(reply), flush=True)
+    return compiled_model() if compiled else eager_model()
 
 
 class TorchWorker:
-    """A `serve` subprocess for one width; killed (its process group) when it overruns a deadline."""
+    """A `serve_requests` subprocess, `python -m module spec threads`; killed (its process group) when it overruns a
+    deadline. Default: the ring8 step at width `spec`."""
 
-    def __init__(self, width: int, threads: int):
+    def __init__(self, spec: int | str, threads: int, module: str = "benchmarks.torch_worker"):
         self.log = tempfile.TemporaryFile()
         env = dict(os.environ, TORCHINDUCTOR_COMPILE_THREADS="1")  # no compile pool: one process to stop
         env.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.torch_worker", str(width), str(threads)], cwd=REPO,
+            [sys.executable, "-m", module, str(spec), str(threads)], cwd=REPO,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env,
             start_new_session=True)
 
     def request(self, msg: dict, timeout: float) -> dict:
         """The worker's reply to `msg`, or {"error": why} if it exits or does not answer within `timeout` s."""
-        self.proc.stdin.write(json.dumps(msg) + "\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:  # it has exited: its stdout is at EOF, read below
+            pass
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         if not ready:
             self.close(kill=True)
@@ -189,6 +210,35 @@ class TorchWorker:
             self.proc.wait()
 
 
+def torch_timers(start: Callable[[], TorchWorker], names: tuple[str, str], compile_budget_s: float | None,
+                 notes: list[str], where: str) -> tuple[TorchWorker | None, dict[str, Callable[[int], float]],
+                                                    dict[str, float]]:
+    """(worker, {name: `run(calls)`} for PyTorch eager and torch.compile, {name: torch.compile's seconds}).
+
+    `start()` starts the worker; its first eager step is run untimed (a worker that fails there is noted in `notes`
+    and gives no timers). torch.compile (skipped when `compile_budget_s` is None) must build and run its first step
+    within `compile_budget_s`, else it is noted and left out, and a fresh worker serves eager. `names`: (eager,
+    compiled) column names; `where`: what the notes say was measured.
+    """
+    eager, compiled = names
+    worker = start()
+    reply = worker.request({"cmd": "run", "impl": "eager", "steps": 1}, timeout=WARMUP_TIMEOUT_S)
+    if "error" in reply:
+        notes.append(f"PyTorch {where} skipped: {reply['error']}")
+        worker.close(kill=True)
+        return None, {}, {}
+    if compile_budget_s is None:
+        return worker, {eager: worker.timer("eager", eager)}, {}
+    reply = worker.request({"cmd": "compile"}, timeout=compile_budget_s)
+    if "error" in reply:
+        notes.append(f"torch.compile {where} skipped: {reply['error']}")
+        worker.close(kill=True)
+        worker = start()
+        return worker, {eager: worker.timer("eager", eager)}, {}
+    return (worker, {eager: worker.timer("eager", eager), compiled: worker.timer("compile", compiled)},
+            {compiled: reply["seconds"]})
+
+
 def torch_version() -> str | None:
     """The installed PyTorch's version, None when it is not installed."""
     try:
@@ -204,4 +254,4 @@ if __name__ == "__main__":
     parser.add_argument("width", type=int)
     parser.add_argument("threads", type=int)
     cli = parser.parse_args()
-    serve(cli.width, cli.threads)
+    serve_requests(cli.threads, functools.partial(ring8_step, cli.width))

@@ -48,7 +48,7 @@ from benchmarks import flops, report  # noqa: E402
 from benchmarks.engine_steps import EngineBench, digits_count_check, engine_bench, xla_default_matmuls  # noqa: E402
 from benchmarks.hand_written import hand_written_bench  # noqa: E402
 from benchmarks.ring8 import ring8_config  # noqa: E402
-from benchmarks.torch_worker import TorchWorker, torch_version  # noqa: E402
+from benchmarks.torch_worker import TorchWorker, torch_timers, torch_version  # noqa: E402
 
 PAUSE_S = 0.05  # between timed blocks, so one implementation's threads are idle when the next starts
 
@@ -99,7 +99,7 @@ def measure(runners: list[Runner], repeats: int, block_s: float) -> dict[str, li
     return rates
 
 
-def _progress(message: str) -> None:
+def progress(message: str) -> None:
     """`message` on stderr with the time and the 1-minute load average."""
     print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.2f}] {message}", file=sys.stderr, flush=True)
 
@@ -109,7 +109,7 @@ def bench_ring8(args, width: int, threads: int, torch_ver: str | None, notes: li
     k, names = args.fused_k, report.impl_names(args.fused_k)
     cfg = ring8_config(width)
     cfg.model.dtype = args.dtype
-    _progress(f"width {width}: compiling the engine (K=1, K={k}) and the hand-written step")
+    progress(f"width {width}: compiling the engine (K=1, K={k}) and the hand-written step")
     single, fused = engine_bench(cfg, 1), engine_bench(cfg, k)
     default = engine_bench(xla_default_matmuls(cfg), 1)
     hw, hw_compile, hw_flops = hand_written_bench(width)
@@ -119,21 +119,14 @@ def bench_ring8(args, width: int, threads: int, torch_ver: str | None, notes: li
                  names[5]: default.compile_s}
     worker = None
     if torch_ver:
-        worker = TorchWorker(width, threads)
-        runners.append(Runner(names[3], 1, worker.timer("eager", names[3])))
-        if not args.no_compile:
-            _progress(f"width {width}: torch.compile (time box {args.compile_budget_s:.0f} s)")
-            reply = worker.request({"cmd": "compile"}, timeout=args.compile_budget_s)
-            if "error" in reply:
-                notes.append(f"torch.compile at width {width} skipped: {reply['error']}")
-                worker.close(kill=True)
-                worker = TorchWorker(width, threads)
-                runners[-1] = Runner(names[3], 1, worker.timer("eager", names[3]))
-            else:
-                compile_s[names[4]] = reply["seconds"]
-                runners.append(Runner(names[4], 1, worker.timer("compile", names[4])))
+        budget = None if args.no_compile else args.compile_budget_s
+        progress(f"width {width}: PyTorch" + ("" if budget is None else f", torch.compile (time box {budget:.0f} s)"))
+        worker, timers, torch_compile_s = torch_timers(lambda: TorchWorker(width, threads), (names[3], names[4]),
+                                                       budget, notes, f"at width {width}")
+        runners += [Runner(name, 1, run) for name, run in timers.items()]
+        compile_s.update(torch_compile_s)
     runners.append(Runner(flops.MATMUL, 1, flops.matmul_run()))
-    _progress(f"width {width}: timing {', '.join(r.name for r in runners)}")
+    progress(f"width {width}: timing {', '.join(r.name for r in runners)}")
     rates = measure(runners, args.repeats, args.block_s)
     if worker:
         worker.close()
@@ -145,12 +138,12 @@ def bench_digits(args) -> dict[str, Any]:
     """Steps/s of the digits conv WGAN-GP engine step, K=1 and fused, and its FLOP counts."""
     from experiments.configs import common
 
-    _progress(f"digits conv WGAN-GP: compiling the engine (K=1, K={args.digits_k})")
+    progress(f"digits conv WGAN-GP: compiling the engine (K=1, K={args.digits_k})")
     cfg = common.images("digits", "wgan_gp")
     cfg.model.dtype = args.dtype
     single, fused = engine_bench(cfg, 1), engine_bench(cfg, args.digits_k)
     default = engine_bench(xla_default_matmuls(cfg), 1)
-    _progress("digits conv WGAN-GP: timing")
+    progress("digits conv WGAN-GP: timing")
     runners = [engine_runner(single, "engine K=1"), engine_runner(fused, f"engine K={args.digits_k}"),
                engine_runner(default, report.DEFAULT_MATMULS)]
     return dict(cfg=cfg, rates=measure(runners, args.repeats, args.block_s),
@@ -218,7 +211,7 @@ def main(argv=None) -> None:
     command = " ".join(["python benchmarks/train_speed.py", *(sys.argv[1:] if argv is None else argv)])
     header = ["# Training speed (benchmarks/train_speed.py)", "", *report.machine_lines(torch_ver, threads),
               f"- command: `{command}`", f"- engine compute dtype: {args.dtype} (parameters float32)"]
-    _progress("measuring the matmul peak")
+    progress("measuring the matmul peak")
     peak_start = flops.matmul_peak_gflops()
     notes: list[str] = []
     results = {w: bench_ring8(args, w, threads, torch_ver, notes) for w in map(int, args.widths.split(","))}
@@ -226,7 +219,7 @@ def main(argv=None) -> None:
     counts = [int(c) for c in args.devices.split(",") if c]
     scaling = None
     if counts:
-        _progress(f"width 128 on {counts} simulated CPU devices (subprocess)")
+        progress(f"width 128 on {counts} simulated CPU devices (subprocess)")
         scaling = run_devices(args, counts)
     peaks = (peak_start, flops.matmul_peak_gflops())
     text = report.render(args, header, results, digits, scaling, peaks, notes, time.perf_counter() - started)
