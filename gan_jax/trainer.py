@@ -40,6 +40,8 @@ from gan_jax.preemption import Preempted, StopRequest
 # Records of a labelled dataset the evaluation classifier is trained on (the first ones): all of the digits;
 # for large datasets a fixed subset, so the classifier costs seconds and host memory stays bounded.
 CLASSIFIER_RECORDS = 10_000
+# The classifier's key is the same for every run (not cfg.seed), so runs of different seeds score in one feature space.
+CLASSIFIER_SEED = 2
 FIGURE_IMAGES = 64  # images in a sample grid (unconditional); conditional grids show FIGURE_COLUMNS per class
 FIGURE_COLUMNS = 8
 FIGURE_CLASSES = 16  # classes shown in a conditional grid (the first ones)
@@ -76,7 +78,7 @@ def run_classifier(cfg: ml_collections.ConfigDict, source: DataSource, workdir: 
     if not source.num_classes:
         return None
     train = source.real_batch(range(min(CLASSIFIER_RECORDS, len(source.records))))
-    return metrics_lib.load_or_train_classifier(workdir, train.x, train.y, jax.random.key(cfg.seed + 2),
+    return metrics_lib.load_or_train_classifier(workdir, train.x, train.y, jax.random.key(CLASSIFIER_SEED),
                                                 num_classes=source.num_classes, write=write)
 
 
