@@ -181,8 +181,8 @@ def notes(n: int, n_fake: int, dim: int, trace: float, kid_subsets: int) -> list
         f"subsets are min(1000, both counts) = {min(1000, n_ref)} reals. The k-NN metrics take their radii from "
         f"a {n_ref}-point reference: larger balls than {n} points give. The halves row shows how much the floor "
         "moves with the counts.",
-        "- A run's own classifier is trained with key(seed + 2), so without the shared file each seed would score "
-        "in features of its own. Each run's classifier file is checked byte for byte against the shared one.",
+        "- Every run trains its classifier with the same key (`trainer.CLASSIFIER_SEED`), whatever its seed; each "
+        "run's classifier file is checked byte for byte against the one the floors use.",
     ]
 
 
