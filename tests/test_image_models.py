@@ -247,25 +247,65 @@ def test_spectral_norm_conv_uses_the_kernel_divided_by_numpy_sigma():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The convolution with the kernel gradient as matrix products (layers.conv_general_dilated).
+# The convolution with the kernel gradient as matrix products (layers.conv_general_dilated), and the transposed
+# convolution (input dilation) as phase convolutions of the undilated input.
+
+NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-@pytest.mark.parametrize("kernel, strides, padding, dilation", [
-    ((3, 3, 3, 5), (1, 1), "SAME", (1, 1)),  # the residual blocks' 3×3
-    ((1, 1, 3, 5), (1, 1), "SAME", (1, 1)),  # shortcuts, attention
-    ((4, 4, 3, 5), (2, 2), ((1, 1), (1, 1)), (1, 1)),  # DCGAN's critic
-    ((4, 4, 3, 5), (1, 1), ((2, 2), (2, 2)), (2, 2)),  # DCGAN's generator (transposed convolution)
-])
-def test_conv_values_and_gradients_equal_lax(kernel, strides, padding, dilation):
-    x, w = normal(20, 2, 8, 8, 3), normal(21, *kernel)
-    numbers = ("NHWC", "HWIO", "NHWC")
+def _lax_and_layers_conv(strides, padding, dilation):
+    """(plain lax, gan_jax's layers) convolution functions of (x, w)."""
     ref = lambda x, w: jax.lax.conv_general_dilated(x, w, strides, padding, dilation,  # noqa: E731
-                                                    dimension_numbers=numbers)
-    new = lambda x, w: layers.conv_general_dilated(x, w, strides, padding, dilation, None, numbers)  # noqa: E731
-    loss = lambda conv: jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w))), (0, 1)))  # noqa: E731
-    npt.assert_array_equal(new(x, w), ref(x, w))
-    for got, want in zip(loss(new)(x, w), loss(ref)(x, w)):
+                                                    dimension_numbers=NHWC)
+    new = lambda x, w: layers.conv_general_dilated(x, w, strides, padding, dilation, None, NHWC)  # noqa: E731
+    return ref, new
+
+
+def _values_and_gradients(conv, x, w):
+    """conv(x, w), and ∂/∂x, ∂/∂w of Σ sin(conv(x, w)), jitted."""
+    return jax.jit(conv)(x, w), *jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w))), (0, 1)))(x, w)
+
+
+@pytest.mark.parametrize("kernel, strides, padding", [
+    ((3, 3, 3, 5), (1, 1), "SAME"),  # the residual blocks' 3×3
+    ((1, 1, 3, 5), (1, 1), "SAME"),  # shortcuts, attention
+    ((4, 4, 3, 5), (2, 2), ((1, 1), (1, 1))),  # DCGAN's critic
+])
+def test_conv_values_and_gradients_equal_lax(kernel, strides, padding):
+    x, w = normal(20, 2, 8, 8, 3), normal(21, *kernel)
+    ref, new = _lax_and_layers_conv(strides, padding, (1, 1))
+    npt.assert_array_equal(jax.jit(new)(x, w), jax.jit(ref)(x, w))
+    for got, want in zip(_values_and_gradients(new, x, w)[1:], _values_and_gradients(ref, x, w)[1:]):
         npt.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("image, kernel, dilation, padding", [
+    ((2, 8, 8, 3), (4, 4, 3, 5), (2, 2), ((2, 2), (2, 2))),  # DCGAN's generator (PyTorch's 4×4, stride 2, pad 1)
+    ((2, 5, 4, 1), (3, 3, 1, 4), (2, 2), ((1, 1), (1, 1))),  # odd kernel: 2N − 1 outputs, not a multiple of s
+    ((1, 5, 6, 6), (3, 3, 6, 2), (2, 2), ((1, 2), (2, 1))),  # odd kernel, uneven padding, 2N outputs
+    ((2, 4, 5, 3), (5, 5, 3, 4), (3, 3), ((2, 3), (4, 1))),  # s = 3, uneven padding
+    ((1, 5, 6, 2), (4, 3, 2, 3), (2, 3), ((0, 3), (-1, 2))),  # s differing by axis, a cropping (negative) pad
+    ((2, 3, 3, 2), (2, 2, 2, 3), (3, 3), ((1, 1), (1, 1))),  # s > K: phases that meet no kernel tap
+])
+def test_transposed_conv_by_phases_equals_lax_with_input_dilation(image, kernel, dilation, padding):
+    x, w = normal(22, *image), normal(23, *kernel)
+    ref, new = _lax_and_layers_conv((1, 1), padding, dilation)
+    got, want = _values_and_gradients(new, x, w), _values_and_gradients(ref, x, w)
+    assert got[0].shape == want[0].shape
+    for g, r in zip(got, want):  # output, input gradient, kernel gradient
+        npt.assert_allclose(g, r, rtol=1e-5, atol=2e-5)
+
+
+def test_transposed_conv_on_cpu_convolves_no_dilated_input():
+    """On CPU the forward and both gradients of DCGAN's layer compile to convolutions and products of the undilated
+    input: no convolution with lhs_dilate (the dilated input's zeros) is left."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("the phase convolutions are the CPU path")
+    x, w = normal(24, 2, 8, 8, 3), normal(25, 4, 4, 3, 5)
+    _, new = _lax_and_layers_conv((1, 1), ((2, 2), (2, 2)), (2, 2))
+    step = jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(new(x, w))), (0, 1)))
+    hlo = step.lower(x, w).compile().as_text()
+    assert "convolution(" in hlo and "lhs_dilate" not in hlo
 
 
 # ---------------------------------------------------------------------------------------------------------
