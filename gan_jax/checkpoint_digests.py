@@ -77,16 +77,23 @@ def _own_shards(leaf: Any) -> list[tuple[Index, Any]]:
 
 
 def shards_to_save(state: PyTree) -> list[_Leaf]:
-    """This process's share of `state`, with the copy of each shard to the host started where this process has
-    an accelerator (on the CPU backend `np.asarray` of a shard is a view of its buffer: nothing to start)."""
-    start_copies = any(device.platform != "cpu" for device in jax.local_devices())
+    """This process's share of `state`: on the CPU backend each shard as a host view of its buffer (`np.asarray`,
+    nothing copied), elsewhere the device shard with its copy to the host started.
+
+    The views matter for speed: orbax's save took about 6 ms longer when the digests item's arguments held the
+    12 MiB of device arrays of the ring8 width-512 state than when they held host views of the same buffers
+    (15.9 ms against 9.4 ms, idle 2-core AMD EPYC, 2026-12-06; orbax alone 9.3 ms)."""
+    on_host = all(device.platform == "cpu" for device in jax.local_devices())
     leaves = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
         leaf = _as_digested(leaf)
         shards = _own_shards(leaf)
-        for _, data in shards:
-            if start_copies and isinstance(data, jax.Array):
-                data.copy_to_host_async()
+        if on_host:
+            shards = [(index, np.asarray(data)) for index, data in shards]
+        else:
+            for _, data in shards:
+                if isinstance(data, jax.Array):
+                    data.copy_to_host_async()
         leaves.append(_Leaf(path, leaf.dtype, leaf.shape, shards))
     return leaves
 
