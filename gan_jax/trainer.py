@@ -31,7 +31,7 @@ from gan_jax import checkpoint
 from gan_jax import config as config_lib
 from gan_jax import engine as engine_lib
 from gan_jax import metrics as metrics_lib
-from gan_jax import parallel, plotting, run_records, scoring
+from gan_jax import disk_full, parallel, plotting, run_records, scoring
 from gan_jax import workdir as workdir_lib
 from gan_jax.data import Batch, DataSource, images, make_source, pipeline, toy
 from gan_jax.errors import GanJaxError
@@ -327,7 +327,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *, progress
         run_records.refuse_structural_changes(workdir, cfg)  # a gan_jax workdir's config.json (prepare wrote none)
         state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(state))
         # One run per workdir (the kernel frees the lock if this process dies); a full disk is one error line.
-        with workdir_lib.acquire(workdir) as lock, workdir_lib.disk_full_as_error(workdir, state_bytes):
+        with workdir_lib.acquire(workdir) as lock, disk_full.disk_full_as_error(workdir, state_bytes):
             checkpointer = checkpoint.Checkpointer(workdir, cfg, lock=lock)
             try:
                 return _train(cfg, workdir, checkpointer, mesh, source, engine, state, stop, progress)

@@ -15,7 +15,7 @@ import sys
 import pytest
 from etils import epath
 
-from gan_jax import __version__, run_records, workdir
+from gan_jax import __version__, disk_full, run_records, workdir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -323,8 +323,8 @@ def test_a_full_disk_becomes_one_error_naming_the_safe_step_and_its_size(tmp_pat
     step10.mkdir(parents=True)
     (step10 / "arrays").write_bytes(os.urandom(300 * 1024))
     error = make_error(tmp_path)
-    with pytest.raises(workdir.DiskFullError) as caught:
-        with workdir.disk_full_as_error(str(tmp_path), state_bytes=1000):
+    with pytest.raises(disk_full.DiskFullError) as caught:
+        with disk_full.disk_full_as_error(str(tmp_path), state_bytes=1000):
             if isinstance(error, RuntimeError):
                 raise error from OSError(errno.ENOSPC, "No space left on device")
             raise error
@@ -339,12 +339,12 @@ def test_a_full_disk_becomes_one_error_naming_the_safe_step_and_its_size(tmp_pat
 def test_other_errors_pass_through_and_no_step_is_said_plainly(tmp_path):
     for error in (ValueError("RESOURCE_EXHAUSTED: out of memory"), workdir.WorkdirError("No space left on device")):
         with pytest.raises(type(error)) as caught:
-            with workdir.disk_full_as_error(str(tmp_path), state_bytes=1000):
+            with disk_full.disk_full_as_error(str(tmp_path), state_bytes=1000):
                 raise error
         assert caught.value is error
-    with pytest.raises(workdir.DiskFullError, match=r"no checkpoint was completed .* the state's 1000 bytes of "
+    with pytest.raises(disk_full.DiskFullError, match=r"no checkpoint was completed .* the state's 1000 bytes of "
                                                     r"arrays"):
-        with workdir.disk_full_as_error(str(tmp_path), state_bytes=1000):
+        with disk_full.disk_full_as_error(str(tmp_path), state_bytes=1000):
             raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
 
 
@@ -353,7 +353,7 @@ def test_log_records_about_a_full_disk_are_dropped_inside_only(tmp_path, caplog)
 
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     with caplog.at_level("ERROR"):
-        with workdir.disk_full_as_error(str(tmp_path), state_bytes=0):
+        with disk_full.disk_full_as_error(str(tmp_path), state_bytes=0):
             absl_logging.error("save thread failed", exc_info=(OSError, full, None))
             absl_logging.error("commit failed: %s", _tensorstore_error(tmp_path))
             absl_logging.error("another failure")
