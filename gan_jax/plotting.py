@@ -170,10 +170,9 @@ def image_grid(path: str | os.PathLike, images: ArrayLike, nrow: int = 8) -> str
         top = pad + (i // ncols) * (ch + pad)
         left = pad + (i % ncols) * (cw + pad)
         canvas[top : top + ch, left : left + cw] = image
-    if c == 1:
-        return _write_png(path, lambda f: matplotlib.image.imsave(f, canvas[..., 0], cmap="gray", vmin=0.0, vmax=1.0,
-                                                                  format="png"))
-    return _write_png(path, lambda f: matplotlib.image.imsave(f, canvas, format="png"))
+    gray = dict(cmap="gray", vmin=0.0, vmax=1.0) if c == 1 else {}
+    return _write_png(path, lambda f: matplotlib.image.imsave(f, canvas[..., 0] if c == 1 else canvas, format="png",
+                                                              **gray))
 
 
 def _y_range(ys: Sequence[np.ndarray], logy: bool) -> tuple[float, float]:
