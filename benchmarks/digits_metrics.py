@@ -40,6 +40,7 @@ if str(REPO) not in sys.path:  # `python benchmarks/digits_metrics.py` from anyw
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 
+from benchmarks import report  # noqa: E402
 from experiments.configs import digits_wgan_gp  # noqa: E402
 from gan_jax import evaluation, metrics as metrics_lib, scoring, trainer  # noqa: E402
 from gan_jax.data import make_source  # noqa: E402
@@ -228,10 +229,7 @@ def main(argv: Sequence[str] | None = None) -> None:
              *table(runs, f"{n_fake} vs {n}", floors), "",
              *notes(n, n_fake, extractor.dim, trace, int(base.eval.kid_subsets)), ""]
     text = "\n".join(lines)
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(f"wrote {args.out}; runs in {root}", file=sys.stderr)
+    report.publish(text, args.out, f"; runs in {root}")
 
 
 if __name__ == "__main__":

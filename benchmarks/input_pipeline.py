@@ -43,6 +43,7 @@ if str(REPO) not in sys.path:  # `python benchmarks/input_pipeline.py` from anyw
 
 import jax  # noqa: E402
 
+from benchmarks import report  # noqa: E402
 from gan_jax import engine as engine_lib, parallel, trainer  # noqa: E402
 from gan_jax.data import Batch, folders, make_source, pipeline  # noqa: E402
 
@@ -369,10 +370,7 @@ def main(argv=None) -> None:
               "than the one the donated step returns, so the second call misses jit's cache. 'steps/s (loop)' "
               "includes both compiles; 'second half' does not.", ""]
     text = "\n".join(lines)
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(f"wrote {args.out}", file=sys.stderr)
+    report.publish(text, args.out)
 
 
 if __name__ == "__main__":

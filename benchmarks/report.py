@@ -1,5 +1,6 @@
 """The markdown report of benchmarks/train_speed.py: machine header, steps/s and ratio tables, GFLOP/s against
-the matmul peak, FLOP counts, the digits and multi-device sections, the speed goals and notes."""
+the matmul peak, FLOP counts, the digits and multi-device sections, the speed goals and notes; `publish`, how every
+benchmark ends (print the report, write its file)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import datetime
 import os
 import platform
 import statistics
+import sys
+from pathlib import Path
 from typing import Any
 
 import flax
@@ -18,6 +21,15 @@ from benchmarks.ring8 import N_CRITIC
 from benchmarks.torch_worker import OMP_WAIT_POLICY
 
 DEFAULT_MATMULS = "engine K=1, XLA default matmuls"
+
+
+def publish(text: str, out: str | os.PathLike, where: str = "") -> None:
+    """Prints the report, writes it to `out` (its folder created) and says on stderr where it went (and `where`)."""
+    print(text)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out}{where}", file=sys.stderr)
 
 
 def impl_names(k: int) -> list[str]:

@@ -223,11 +223,7 @@ def main(argv=None) -> None:
         scaling = run_devices(args, counts)
     peaks = (peak_start, flops.matmul_peak_gflops())
     text = report.render(args, header, results, digits, scaling, peaks, notes, time.perf_counter() - started)
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(f"wrote {out}", file=sys.stderr)
+    report.publish(text, args.out)
 
 
 if __name__ == "__main__":
