@@ -19,6 +19,7 @@ import pytest
 
 from gan_jax import optimizers, trainer
 from experiments.configs import common as configs
+from experiments.configs import ring8_cover
 from experiments.lecture import fgan_covering_seeking, mode_collapse, training, two_sample_classifier
 from gan_jax import engine as engine_lib
 
@@ -113,6 +114,21 @@ def test_spread_takes_a_tenth_of_the_grid_penalty_with_the_learning_rate_decay()
     np.testing.assert_allclose([float(weight(t)) for t in (0, 8999, 9000, 11999)], [0.1, 0.1, 0.01, 0.01], rtol=1e-6)
     ring = mode_collapse.make_config("ring8", spread, 8000, mode_collapse.MODEL)
     assert ring.loss.penalty_schedule.schedule == "constant" and ring.loss.penalty_weight == 0.001
+
+
+def test_cover_slows_the_ring_generator_and_decays_half_the_steps_and_keeps_spread_on_the_grid():
+    """cover on the ring (and experiments/configs/ring8_cover.py): the generator at 1.5e-3 against the critic's
+    3e-3, both × 0.1 from step 4000 of 8000; on the grid exactly spread's config."""
+    cover, spread = mode_collapse.METHODS["cover"], mode_collapse.METHODS["spread"]
+    ring = mode_collapse.make_config("ring8", cover, 8000, mode_collapse.MODEL)
+    g_rate, c_rate = (optimizers.learning_rate_schedule(ring.optim[role]) for role in ("generator", "critic"))
+    np.testing.assert_allclose([float(g_rate(t)) for t in (0, 3999, 4000, 7999)], [1.5e-3, 1.5e-3, 1.5e-4, 1.5e-4],
+                               rtol=1e-6)
+    np.testing.assert_allclose([float(c_rate(t)) for t in (0, 3999, 4000, 7999)], [3e-3, 3e-3, 3e-4, 3e-4], rtol=1e-6)
+    assert ring.loss.penalty_weight == 0.001 and ring.model.latent_dim == 8 and ring.train.ema_decay == 0.99
+    grid = [mode_collapse.make_config("grid25", m, 12000, mode_collapse.MODEL).to_dict() for m in (cover, spread)]
+    assert grid[0] == grid[1]
+    assert ring8_cover.get_config().to_dict() == ring.to_dict()  # the CLI's config of the recipe
 
 
 def test_train_and_sample_matches_the_engine_cli(tmp_path):
