@@ -296,13 +296,55 @@ def test_transposed_conv_by_phases_equals_lax_with_input_dilation(image, kernel,
         npt.assert_allclose(g, r, rtol=1e-5, atol=2e-5)
 
 
-def test_transposed_conv_on_cpu_convolves_no_dilated_input():
-    """On CPU the forward and both gradients of DCGAN's layer compile to convolutions and products of the undilated
-    input: no convolution with lhs_dilate (the dilated input's zeros) is left."""
+@pytest.mark.parametrize("image, kernel, strides, padding, dilation", [
+    ((2, 8, 8, 3), (4, 4, 3, 5), (2, 2), ((1, 1), (1, 1)), (1, 1)),  # DCGAN's critic (4×4, stride 2, pad 1)
+    ((2, 9, 7, 3), (4, 4, 3, 5), (2, 2), ((1, 1), (1, 1)), (1, 1)),  # odd sizes: the last row/column unused
+    ((2, 7, 8, 2), (3, 3, 2, 4), (2, 2), "SAME", (1, 1)),  # 3×3 SAME, stride 2, odd and even sides
+    ((2, 7, 7, 3), (3, 3, 3, 4), (1, 1), "SAME", (1, 1)),  # stride 1: one convolution, no phases
+    ((1, 10, 11, 2), (5, 3, 2, 3), (3, 2), ((2, 0), (1, 3)), (1, 1)),  # strides differing by axis, uneven padding
+    ((1, 10, 10, 2), (3, 3, 2, 3), (2, 2), "VALID", (1, 1)),
+    ((1, 5, 6, 2), (4, 4, 2, 3), (2, 2), ((1, 2), (0, 1)), (2, 2)),  # stride and input dilation together
+])
+def test_conv_input_gradient_equals_vjp_of_lax(image, kernel, strides, padding, dilation):
+    """layers._input_gradient (on CPU by phases) = the VJP of lax's convolution w.r.t. its input, jitted; and the
+    gradients of layers.conv_general_dilated w.r.t. both inputs equal lax's."""
+    x, w = normal(26, *image), normal(27, *kernel)
+    ref, new = _lax_and_layers_conv(strides, padding, dilation)
+    y, vjp = jax.vjp(lambda v: ref(v, w), x)
+    g = normal(28, *y.shape)
+    pads = padding
+    if isinstance(padding, str):
+        dilated = [(n - 1) * d + 1 for n, d in zip(image[1:3], dilation)]
+        pads = jax.lax.padtype_to_pads(dilated, kernel[:2], strides, padding)
+    dx = jax.jit(layers._input_gradient, static_argnums=(2, 3, 4, 5))(g, w, image, strides, tuple(pads), dilation)
+    npt.assert_allclose(dx, vjp(g)[0], rtol=1e-5, atol=2e-5)
+    for got, want in zip(_values_and_gradients(new, x, w), _values_and_gradients(ref, x, w)):
+        npt.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
+
+
+def test_strided_conv_gradient_penalty_equals_lax():
+    """∂/∂w of ‖∂f/∂x‖² (a gradient penalty: the input gradient differentiated again) through DCGAN's strided conv."""
+    x, w = normal(29, 2, 8, 8, 3), normal(30, 4, 4, 3, 5)
+
+    def penalty_gradient(conv):
+        penalty = lambda w: jnp.sum(jax.grad(lambda v: jnp.sum(jnp.sin(conv(v, w))))(x) ** 2)  # noqa: E731
+        return jax.jit(jax.grad(penalty))(w)
+
+    ref, new = _lax_and_layers_conv((2, 2), ((1, 1), (1, 1)), (1, 1))
+    npt.assert_allclose(penalty_gradient(new), penalty_gradient(ref), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("strides, padding, dilation", [
+    ((2, 2), ((1, 1), (1, 1)), (1, 1)),  # the critic's strided layer: its input gradient by phases of g
+    ((1, 1), ((2, 2), (2, 2)), (2, 2)),  # the generator's transposed layer: by phases of the undilated input
+])
+def test_dcgan_layers_on_cpu_convolve_no_dilated_operand(strides, padding, dilation):
+    """On CPU the forward and both gradients of DCGAN's layers compile to convolutions and products of undilated
+    operands: no convolution with lhs_dilate (a dilated operand's zeros) is left."""
     if jax.default_backend() != "cpu":
         pytest.skip("the phase convolutions are the CPU path")
     x, w = normal(24, 2, 8, 8, 3), normal(25, 4, 4, 3, 5)
-    _, new = _lax_and_layers_conv((1, 1), ((2, 2), (2, 2)), (2, 2))
+    _, new = _lax_and_layers_conv(strides, padding, dilation)
     step = jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(new(x, w))), (0, 1)))
     hlo = step.lower(x, w).compile().as_text()
     assert "convolution(" in hlo and "lhs_dilate" not in hlo

@@ -35,7 +35,7 @@ _INIT = normal(0.02)
 # padded by 1 (conv); the transposed one as the convolution of the input dilated by 2 and padded by 4 − 1 − 1 = 2
 # (flax's ConvTranspose without kernel flip: one convolution path; on CPU, layers.conv_general_dilated computes it
 # as four 2×2 convolutions of the undilated input, one per output phase, and the strided one with its fast kernel
-# gradient).
+# gradient and its input gradient by the same phases).
 _CONV = dict(kernel_size=(4, 4), use_bias=False, kernel_init=_INIT, conv_general_dilated=conv_general_dilated)
 _DOWN = dict(_CONV, strides=(2, 2), padding=((1, 1), (1, 1)))
 _UP = dict(_CONV, input_dilation=(2, 2), padding=((2, 2), (2, 2)))

@@ -232,7 +232,7 @@ def critic_logit(
 # forward + backward 3.4 s). As kh·kw matrix products, ∂L/∂W[a, b] = Σ_{n,i,j} x̃[n, s·i + a, s·j + b]ᵀ g[n, i, j]
 # (x̃ the padded, dilated input), it takes about the forward's time. The image networks' convolutions
 # (NHWC, HWIO, no kernel dilation or groups) use it on CPU, but for transposed ones (below: computed by phases);
-# every other platform keeps XLA's own gradient.
+# every other platform keeps XLA's own gradients. The input gradient, on CPU: below.
 
 
 def _lax_conv(x: jax.Array, w: jax.Array, strides: tuple[int, ...], padding: tuple[tuple[int, int], ...],
@@ -271,7 +271,9 @@ def _conv_forward(x, w, strides, padding, lhs_dilation):
 
 def _conv_backward(strides, padding, lhs_dilation, residuals, g):
     x, w = residuals
-    (dx,) = jax.linear_transpose(lambda v: _lax_conv(v, w, strides, padding, lhs_dilation), x)(g)
+    dx = jax.lax.platform_dependent(
+        w, g, cpu=lambda w, g: _input_gradient(g, w, x.shape, strides, padding, lhs_dilation).astype(x.dtype),
+        default=lambda w, g: jax.linear_transpose(lambda v: _lax_conv(v, w, strides, padding, lhs_dilation), x)(g)[0])
     dw = jax.lax.platform_dependent(
         x, g,
         cpu=lambda x, g: _kernel_gradient_as_products(x, g, w.shape, strides, padding, lhs_dilation).astype(w.dtype),
@@ -280,6 +282,27 @@ def _conv_backward(strides, padding, lhs_dilation, residuals, g):
 
 
 _conv_fast_kernel_gradient.defvjp(_conv_forward, _conv_backward)
+
+
+# The input gradient, on CPU. Along one axis, ∂L/∂x̃[j] = Σ_{o,k: s·o + k = j + P_lo} g[o]·w[k] (x̃ the dilated input,
+# of length D = (N − 1)·d + 1): the stride-1 convolution of g dilated by s, padded (K − 1 − P_lo, D − 1 − (O − 1)·s +
+# P_lo), with the kernel flipped and its in/out axes swapped; ∂L/∂x = ∂L/∂x̃[::d], that convolution with stride d.
+# Through `conv_general_dilated`, a strided convolution's input gradient (a transposed convolution) thus goes by phases,
+# without products on g's inserted zeros. XLA's own (`jax.linear_transpose`) is the same convolution with the flip
+# folded into the kernel's layout, which in the engine's DCGAN 64 step XLA:CPU computed for the critic update as plain
+# loops, not Eigen (up to 1.8 s each, profiled under load). 2-core AMD EPYC, 2026-12-07, medians measured interleaved:
+# the step (batch 128) 2.63 → 1.61 s; alone at batch 128, XLA's / by phases: 32×32, 64 → 128 channels 112 / 41 ms, 16×16
+# 56 / 27 ms, 8×8 49 / 45 ms; 64×64, 3 → 64 (only the generator update's) 7 / 37 ms: phase convolutions with 3 output
+# channels are slow. benchmarks/image_speed.py dcgan64, engine / PyTorch eager: 0.61× → 1.07×.
+
+
+def _input_gradient(g: jax.Array, w: jax.Array, x_shape: tuple[int, ...], strides: tuple[int, ...],
+                    padding: tuple[tuple[int, int], ...], lhs_dilation: tuple[int, ...]) -> jax.Array:
+    """∂L/∂x = conv(g dilated by s, flip(W)ᵀ, stride d, padding (K − 1 − P_lo, D − 1 − (O − 1)·s + P_lo))."""
+    pads = [(k - 1 - lo, (size - 1) * d - (o - 1) * s + lo) for k, (lo, _), size, d, o, s
+            in zip(w.shape[:2], padding, x_shape[1:3], lhs_dilation, g.shape[1:3], strides)]
+    return conv_general_dilated(g, jnp.flip(w, (0, 1)).swapaxes(2, 3), lhs_dilation, pads, strides,
+                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 # A transposed convolution (input dilation s, window stride 1) as s_h·s_w convolutions of the undilated input.
@@ -338,7 +361,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, pa
                          precision: Any = None) -> jax.Array:
     """``lax.conv_general_dilated`` (the signature flax's Conv calls) for NHWC inputs and HWIO kernels without kernel
     dilation or groups, on CPU with the kernel gradient as matrix products and a transposed convolution (input
-    dilation, stride 1) as phase convolutions of the undilated input; other calls go to lax unchanged."""
+    dilation, stride 1; also a strided one's input gradient) as phase convolutions of the undilated input; other
+    calls go to lax unchanged."""
     strides, spatial = tuple(window_strides), lhs.ndim - 2
     lhs_dilation = tuple(lhs_dilation or (1,) * spatial)
     plain = (spatial == 2 and feature_group_count == 1 and precision is None
