@@ -75,13 +75,13 @@ def _flag_error(err: Exception) -> str:
 # The config flag reads --config.* overrides from sys.argv when it is defined (at import), so a misspelt key
 # fails here, before absl's parser runs.
 try:
-    _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/ring8_best.py",
+    _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/ring8_cover.py",
                                               "Experiment config file (append :smoke for the test variant).")
 except (AttributeError, KeyError, ValueError, TypeError) as err:
     if __name__ != "__main__":
         raise
     _error_exit(_flag_error(err))
-_WORKDIR = flags.DEFINE_string("workdir", "runs/ring8_best", "Output folder; reuse it to resume.")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/ring8_cover", "Output folder; reuse it to resume.")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
