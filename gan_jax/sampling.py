@@ -10,7 +10,8 @@ explicit keys, fixed-size outputs:
 * `metropolis_hastings`: MH-GAN (Turner et al. 2019), an independence sampler with proposals from p:
   accept x′ over the current x with probability min(1, exp(l(x′) − l(x))).
 
-Both need CALIBRATED logits: a Wasserstein, hinge or least-squares critic (or a logistic one that is
+Both need CALIBRATED logits of a critic near its optimum for the generator it corrects (`refit_critic`
+trains one on alone against it): a Wasserstein, hinge or least-squares critic (or a logistic one that is
 over-/under-confident) does not output log π/p. Fit a logistic head a·s + b on held-out real and fake
 critic scores s first (`fit_calibration` / `calibrate`, Turner et al. Sec. 3.3), then sample with the
 calibrated logits::
@@ -26,6 +27,7 @@ from typing import Callable, NamedTuple, Optional
 import chex
 import jax
 import jax.numpy as jnp
+import optax
 
 from gan_jax import losses
 
@@ -355,6 +357,44 @@ def fit_calibration(real_scores: jax.Array, fake_scores: jax.Array, steps: int =
 
     a, b = jax.lax.fori_loop(0, steps, newton, jnp.zeros(2, dtype))
     return Calibration(scale=a / std, shift=b - a * mean / std)
+
+
+def refit_critic(
+    key: chex.PRNGKey,
+    critic: Callable[[chex.ArrayTree, jax.Array], jax.Array],
+    params: chex.ArrayTree,
+    real: Callable[[chex.PRNGKey, int], jax.Array],
+    fake: Callable[[chex.PRNGKey, int], jax.Array],
+    *,
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    cosine: bool = True,
+) -> chex.ArrayTree:
+    """`params` after `steps` Adam(β = (0.5, 0.999)) steps on E_π softplus(−l) + E_p softplus(l), l = critic(params, x).
+
+    At that loss's optimum l(x) = log π(x)/p(x), the logit the samplers need: a critic trained with a penalty, or
+    against a generator that has moved on since, is trained on alone against the generator it will correct.
+    `real(key, n)` / `fake(key, n)` draw n data / generator samples (a fresh batch per step, keys from `key`);
+    with `cosine` the rate decays to 0 on a cosine over the steps (a less noisy final critic). Traceable: call it
+    inside `jax.jit`, with `critic`, `real` and `fake` closed over.
+    """
+    if not isinstance(steps, int) or steps < 1 or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be positive ints; got {steps!r}, {batch_size!r}.")
+    rate = optax.cosine_decay_schedule(learning_rate, steps) if cosine else learning_rate
+    opt = optax.adam(rate, b1=0.5, b2=0.999)
+    bce = losses.get("minimax").critic
+
+    def step(carry, k):
+        params, opt_state = carry
+        k_real, k_fake = jax.random.split(k)
+        x_real, x_fake = real(k_real, batch_size), fake(k_fake, batch_size)
+        grads = jax.grad(lambda p: bce(critic(p, x_real), critic(p, x_fake)))(params)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), None
+
+    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), jax.random.split(key, steps))
+    return params
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "l2"))

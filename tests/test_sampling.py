@@ -333,3 +333,19 @@ def test_errors_name_problem_and_fix():
 
     with pytest.raises(ValueError, match=r"propose returned 3 samples after 2; return the same batch size"):
         sampling.rejection_sample_n(key, changing_batch, 5, max_logit=0.0)
+
+
+def test_refit_critic_recovers_the_log_density_ratio_of_two_gaussians():
+    """π = N(0, 1), p = N(1, 1): log π(x)/p(x) = −x + ½, which a linear critic a·x + b can represent exactly; the refit
+    logistic critic reaches it from (0, 0), under jit."""
+    def critic(params, x):
+        return params["a"] * x[:, 0] + params["b"]
+
+    real = lambda key, n: jax.random.normal(key, (n, 1))  # noqa: E731
+    fake = lambda key, n: 1.0 + jax.random.normal(key, (n, 1))  # noqa: E731
+    refit = jax.jit(lambda key, params: sampling.refit_critic(key, critic, params, real, fake, steps=1500,
+                                                              batch_size=512, learning_rate=0.05))
+    params = refit(jax.random.key(0), {"a": jnp.zeros(()), "b": jnp.zeros(())})
+    np.testing.assert_allclose([float(params["a"]), float(params["b"])], [-1.0, 0.5], atol=0.08)
+    with pytest.raises(ValueError, match="positive ints"):
+        sampling.refit_critic(jax.random.key(0), critic, params, real, fake, steps=0, batch_size=8, learning_rate=0.1)

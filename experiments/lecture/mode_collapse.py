@@ -40,14 +40,13 @@ import jax.numpy as jnp
 import matplotlib.image
 import ml_collections
 import numpy as np
-import optax
 from absl import flags
 
 from experiments.configs import common as configs
 from experiments.lecture import common
 from experiments.lecture.training import DECAY_FACTOR, DECAY_FRACTION, latents, train_states, with_step_decay
 from gan_jax import config as config_lib
-from gan_jax import evaluation, losses, metrics, plotting, sampling
+from gan_jax import evaluation, metrics, plotting, sampling
 from gan_jax import engine as engine_lib
 from gan_jax.data import toy
 from gan_jax.registry import Registry
@@ -213,12 +212,7 @@ def make_refined_sampler(engine: engine_lib.Engine, dist: toy.ToyDistribution, l
         raise ValueError(f"{kind} needs one critic logit per sample; the critic scores packs of loss.pack="
                          f"{engine.pack} samples: use loss.pack=1")
     generate = lambda params, z: engine.generator.apply({"params": params}, z)  # noqa: E731
-    bce = losses.get("non_saturating").critic  # logistic: its optimum is logit = log π/p
-    rate = refine["refit_learning_rate"]
-    if refine["refit_cosine"]:  # decays to 0 over the refit: a less noisy final critic
-        rate = optax.cosine_decay_schedule(rate, refine["refit_steps"])
-    opt = optax.adam(rate, b1=0.5, b2=0.999)
-    batch, n_proposals, n_cal = refine["refit_batch"], refine["proposals"] * n_samples, refine["calibration"]
+    n_proposals, n_cal = refine["proposals"] * n_samples, refine["calibration"]
 
     def critic(params, critic_state, x):
         return engine.critic.apply({"params": params, **critic_state}, x, train=False).reshape(-1)
@@ -227,18 +221,11 @@ def make_refined_sampler(engine: engine_lib.Engine, dist: toy.ToyDistribution, l
     def sample(state, key):
         g_params, c_state = engine_lib.sampling_params(state), state.critic_state
         refit_key, real_key, fake_key, proposal_key, accept_key = jax.random.split(key, 5)
-
-        def refit_step(carry, k):
-            params, opt_state = carry
-            k_real, k_fake = jax.random.split(k)
-            real, fake = dist.sample(k_real, batch), generate(g_params, jax.random.normal(k_fake, (batch, latent_dim)))
-            grads = jax.grad(lambda p: bce(critic(p, c_state, real), critic(p, c_state, fake)))(params)
-            updates, opt_state = opt.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), None
-
-        c_params = state.critic_params
-        (c_params, _), _ = jax.lax.scan(refit_step, (c_params, opt.init(c_params)),
-                                        jax.random.split(refit_key, refine["refit_steps"]))
+        c_params = sampling.refit_critic(
+            refit_key, lambda p, x: critic(p, c_state, x), state.critic_params, dist.sample,
+            lambda k, n: generate(g_params, jax.random.normal(k, (n, latent_dim))), steps=refine["refit_steps"],
+            batch_size=refine["refit_batch"], learning_rate=refine["refit_learning_rate"],
+            cosine=refine["refit_cosine"])
         held_real = dist.sample(real_key, n_cal)
         held_fake = generate(g_params, jax.random.normal(fake_key, (n_cal, latent_dim)))
         proposals = generate(g_params, jax.random.normal(proposal_key, (n_proposals, latent_dim)))
