@@ -9,9 +9,9 @@
   returned; orbax publishes the step only when they are on disk. A step is therefore committed with its
   complete digests or not at all (an interrupted save stays an unfinished save). Blocking time of a save,
   gan_jax / orbax alone (`python benchmarks/checkpoint_digest.py`, results/checkpoint_digest.md: 2-core AMD
-  EPYC, load about 2, medians of 100 interleaved saves, 2026-12-07): 1.11x wall clock (8.8 -> 9.7 ms) and 1.12x
-  main-thread CPU (6.1 -> 6.8 ms) for the 12 MiB ring8 width-512 Adam state, 1.10x and 1.08x for the 1.2 MiB
-  digits conv state (three runs of 60 before it: 1.07-1.09x and 1.04-1.15x); hashing
+  EPYC, load 1.5, medians of 100 interleaved saves, 2026-12-07): 1.09x wall clock (9.1 -> 10.0 ms) and 1.11x
+  main-thread CPU (6.4 -> 7.1 ms) for the 12 MiB ring8 width-512 Adam state, 1.04x and 1.08x for the 1.2 MiB
+  digits conv state (six more runs that day, 60-100 saves each, wall clock: 1.03-1.11x and 1.04-1.15x); hashing
   them before the save, as gan_jax did until issue 24, blocked for 26 and 3.8 ms more.
 - `Checkpointer.restore_latest` takes the newest step that restores cleanly and whose arrays match their digests,
   into the shardings of the `like` state on every process (each process checks the saved regions it holds; all
