@@ -20,7 +20,7 @@ import pytest
 
 from gan_jax import models
 from gan_jax.errors import GanJaxError
-from gan_jax.models import biggan, dcgan, layers, resnet
+from gan_jax.models import biggan, convolution, dcgan, layers, resnet
 
 KEY = jax.random.key(0)
 
@@ -247,7 +247,7 @@ def test_spectral_norm_conv_uses_the_kernel_divided_by_numpy_sigma():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The convolution with the kernel gradient as matrix products (layers.conv_general_dilated), and the transposed
+# The convolution with the kernel gradient as matrix products (convolution.conv_general_dilated), and the transposed
 # convolution (input dilation) as phase convolutions of the undilated input.
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -257,7 +257,7 @@ def _lax_and_layers_conv(strides, padding, dilation):
     """(plain lax, gan_jax's layers) convolution functions of (x, w)."""
     ref = lambda x, w: jax.lax.conv_general_dilated(x, w, strides, padding, dilation,  # noqa: E731
                                                     dimension_numbers=NHWC)
-    new = lambda x, w: layers.conv_general_dilated(x, w, strides, padding, dilation, None, NHWC)  # noqa: E731
+    new = lambda x, w: convolution.conv_general_dilated(x, w, strides, padding, dilation, None, NHWC)  # noqa: E731
     return ref, new
 
 
@@ -306,8 +306,8 @@ def test_transposed_conv_by_phases_equals_lax_with_input_dilation(image, kernel,
     ((1, 5, 6, 2), (4, 4, 2, 3), (2, 2), ((1, 2), (0, 1)), (2, 2)),  # stride and input dilation together
 ])
 def test_conv_input_gradient_equals_vjp_of_lax(image, kernel, strides, padding, dilation):
-    """layers._input_gradient (on CPU by phases) = the VJP of lax's convolution w.r.t. its input, jitted; and the
-    gradients of layers.conv_general_dilated w.r.t. both inputs equal lax's."""
+    """convolution._input_gradient (on CPU by phases) = the VJP of lax's convolution w.r.t. its input, jitted; and the
+    gradients of convolution.conv_general_dilated w.r.t. both inputs equal lax's."""
     x, w = normal(26, *image), normal(27, *kernel)
     ref, new = _lax_and_layers_conv(strides, padding, dilation)
     y, vjp = jax.vjp(lambda v: ref(v, w), x)
@@ -316,7 +316,7 @@ def test_conv_input_gradient_equals_vjp_of_lax(image, kernel, strides, padding, 
     if isinstance(padding, str):
         dilated = [(n - 1) * d + 1 for n, d in zip(image[1:3], dilation)]
         pads = jax.lax.padtype_to_pads(dilated, kernel[:2], strides, padding)
-    dx = jax.jit(layers._input_gradient, static_argnums=(2, 3, 4, 5))(g, w, image, strides, tuple(pads), dilation)
+    dx = jax.jit(convolution._input_gradient, static_argnums=(2, 3, 4, 5))(g, w, image, strides, tuple(pads), dilation)
     npt.assert_allclose(dx, vjp(g)[0], rtol=1e-5, atol=2e-5)
     for got, want in zip(_values_and_gradients(new, x, w), _values_and_gradients(ref, x, w)):
         npt.assert_allclose(got, want, rtol=1e-5, atol=2e-5)

@@ -22,9 +22,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gan_jax.models.convolution import conv_general_dilated
 from gan_jax.models.layers import (ACTIVATIONS, IMAGE_BN_MOMENTUM, apply_layer, batch_normalise, check_at_least,
-                                   check_image_input, check_image_size, check_labels, check_rank,
-                                   conv_general_dilated, critic_logit, normal, with_label_embedding)
+                                   check_image_input, check_image_size, check_labels, check_rank, critic_logit,
+                                   normal, with_label_embedding)
 
 # image size -> channel multipliers of the feature maps from 4×4 upwards (the critic reads them in reverse).
 WIDTHS: dict[int, tuple[int, ...]] = {32: (4, 2, 1), 64: (8, 4, 2, 1)}
@@ -33,7 +34,7 @@ DEFAULT_CHANNELS = 64  # ngf = ndf of the reference
 _INIT = normal(0.02)
 # PyTorch's 4×4 stride-2 (transposed) convolutions with padding 1, each halving or doubling the side: the input
 # padded by 1 (conv); the transposed one as the convolution of the input dilated by 2 and padded by 4 − 1 − 1 = 2
-# (flax's ConvTranspose without kernel flip: one convolution path; on CPU, layers.conv_general_dilated computes it
+# (flax's ConvTranspose without kernel flip: one convolution path; on CPU, convolution.conv_general_dilated computes it
 # as four 2×2 convolutions of the undilated input, one per output phase, and the strided one with its fast kernel
 # gradient and its input gradient by the same phases).
 _CONV = dict(kernel_size=(4, 4), use_bias=False, kernel_init=_INIT, conv_general_dilated=conv_general_dilated)
