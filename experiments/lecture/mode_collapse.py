@@ -19,7 +19,8 @@ training.py, shared with claim 2). How the protocol, the best recipe and its sam
 measurements behind each choice, is in results/lecture/mode_collapse_notes.md.
 
     python -m experiments.lecture.mode_collapse --outdir=results/lecture [--quick]
-    python -m experiments.lecture.mode_collapse --outdir=results/lecture --methods=best,best+drs,best+mh --seeds=10
+    python -m experiments.lecture.mode_collapse --outdir=results/lecture \
+        --methods=best,best+drs,best+mh,spread,spread+drs,cover,cover+drs --seeds=10
 
 Each (dataset, method) result is kept in <outdir>/mode_collapse.json (and its first seeds' samples in
 mode_collapse_samples.npz), so a run of some methods updates their rows and the table and figure are rebuilt
