@@ -126,6 +126,12 @@ def toy(name: str, method: str, arg: str | None = None, **data_kwargs) -> ml_col
     return cfg
 
 
+def decay_learning_rates(cfg: ml_collections.ConfigDict, decay_from: int, factor: float) -> None:
+    """Both roles' learning rates × `factor` from generator step `decay_from` on (the "step" schedule), in place."""
+    for role in ("generator", "critic"):
+        cfg.optim[role].update(schedule="step", boundaries=(int(decay_from),), decay_factor=float(factor))
+
+
 def _conv_schedule(cfg: ml_collections.ConfigDict, every: int, eval_samples: int) -> None:
     """One step per call, the critic loop unrolled; logs every 100 steps, checkpoints and figures `every` steps.
 

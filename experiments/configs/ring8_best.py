@@ -13,7 +13,6 @@ from experiments.configs import common
 def get_config(arg: str | None = None) -> common.ConfigDict:
     """common.toy("ring8", "gan_gp", arg), LR decay and EMA as above; arg: a common.VARIANTS name."""
     cfg = common.toy("ring8", "gan_gp", arg)
-    for role in ("generator", "critic"):
-        cfg.optim[role].update(schedule="step", boundaries=(cfg.train.steps * 3 // 4,), decay_factor=0.1)
+    common.decay_learning_rates(cfg, cfg.train.steps * 3 // 4, 0.1)
     cfg.train.ema_decay = 0.99
     return cfg

@@ -23,7 +23,5 @@ def get_config(arg: str | None = None) -> common.ConfigDict:
         "train.steps": STEPS, "train.steps_per_call": 50, "train.ema_decay": 0.99, "loss.penalty_weight": 0.001,
         "optim.generator.learning_rate": 1.5e-3})
     common.VARIANTS.get(arg or "full")(cfg)
-    for role in ("generator", "critic"):
-        cfg.optim[role].update(schedule="step", boundaries=(cfg.train.steps - int(DECAYED_SHARE * cfg.train.steps),),
-                               decay_factor=0.1)
+    common.decay_learning_rates(cfg, cfg.train.steps - int(DECAYED_SHARE * cfg.train.steps), 0.1)
     return cfg

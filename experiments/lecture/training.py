@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from experiments.configs import common as configs
 from gan_jax import engine as engine_lib
 from gan_jax import parallel
 from gan_jax.data import make_source
@@ -25,8 +26,7 @@ DECAY_FRACTION, DECAY_FACTOR = 0.25, 0.1
 def with_step_decay(cfg: ml_collections.ConfigDict, decay_from: int, factor: float) -> ml_collections.ConfigDict:
     """A copy of `cfg` whose learning rates (both roles) are multiplied by `factor` from generator step `decay_from` on."""
     cfg = cfg.copy_and_resolve_references()
-    for role in ("generator", "critic"):
-        cfg.optim[role].update(schedule="step", boundaries=(int(decay_from),), decay_factor=float(factor))
+    configs.decay_learning_rates(cfg, decay_from, factor)
     return cfg
 
 
