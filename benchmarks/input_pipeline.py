@@ -44,7 +44,7 @@ if str(REPO) not in sys.path:  # `python benchmarks/input_pipeline.py` from anyw
 import jax  # noqa: E402
 
 from benchmarks import report  # noqa: E402
-from gan_jax import engine as engine_lib, parallel, trainer  # noqa: E402
+from gan_jax import engine as engine_lib, parallel, step_inputs, trainer  # noqa: E402
 from gan_jax.data import Batch, folders, make_source, pipeline  # noqa: E402
 
 NET64 = {"model.base_width": 4, "data.batch_size": 16}  # the 64×64 net: ~0.4 s a step on 2 busy cores
@@ -200,7 +200,7 @@ class Run:
         key = jax.random.wrap_key_data(np.asarray(jax.random.key_data(self.state.key).addressable_data(0)),
                                        impl=jax.random.key_impl(self.state.key))
         return pipeline.StreamedBatches(
-            self.source.records, engine_lib.data_key(key), self.batch, self.updates, calls,
+            self.source.records, step_inputs.data_key(key), self.batch, self.updates, calls,
             rows=pipeline.process_rows(self.batch, self.mesh), num_threads=int(self.cfg.data.read_threads),
             prefetch_steps=int(self.cfg.data.prefetch) * self.k)
 

@@ -68,10 +68,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from gan_jax import augment
 from gan_jax import config as config_lib
 from gan_jax import losses, models, penalties
+from gan_jax.critic_wrappers import AuxiliaryClassifierCritic, pack_samples, packed_shape
 from gan_jax.data import DataSource
 from gan_jax.errors import GanJaxError
 from gan_jax.optimizers import make_optimizer, penalty_weight_schedule
 from gan_jax.parallel import DATA_AXIS, DEFAULT_CPU_MATMULS, check_batch_divisible, compiler_options, replicated
+from gan_jax.step_inputs import StepInputs, draw_step_inputs
 
 PyTree = Any
 
@@ -117,24 +119,6 @@ def ema_update(ema_params: PyTree, params: PyTree, step: jax.Array, decay: float
     return optax.incremental_update(params, ema_params, step_size)
 
 
-def pack_samples(x: jax.Array, pack: int) -> jax.Array:
-    """(B, *dims) → (B/m, *dims[:-1], m·dims[-1]): rows m·i … m·i+m−1 concatenated along the last axis.
-
-    PacGAN packing: flat samples (B, d) become (B/m, m·d); images (B, H, W, C) become (B/m, H, W, m·C).
-    """
-    if pack == 1:
-        return x
-    if x.shape[0] % pack:
-        raise ValueError(f"a batch of {x.shape[0]} samples cannot be split into packs of m={pack} samples")
-    grouped = x.reshape(x.shape[0] // pack, pack, *x.shape[1:])
-    return jnp.moveaxis(grouped, 1, -2).reshape(x.shape[0] // pack, *x.shape[1:-1], pack * x.shape[-1])
-
-
-def packed_shape(data_shape: tuple[int, ...], pack: int) -> tuple[int, ...]:
-    """The critic's per-example input shape for packs of `pack` samples: (*dims[:-1], pack·dims[-1])."""
-    return (*data_shape[:-1], pack * data_shape[-1])
-
-
 def _pack_size(cfg: ml_collections.ConfigDict) -> int:
     """loss.pack, checked: ≥ 1 and dividing data.batch_size."""
     pack = cfg.loss.get("pack", 1)
@@ -144,36 +128,6 @@ def _pack_size(cfg: ml_collections.ConfigDict) -> int:
         raise GanJaxError(f"config.data.batch_size={cfg.data.batch_size} is not divisible by config.loss.pack={pack}: "
                          "the critic scores packs of loss.pack samples of one kind")
     return pack
-
-
-class AuxiliaryClassifierCritic(nn.Module):
-    """(f(x[, y]), W·φ(x) + b): the critic's logit and class logits (n, K) from its features φ (ACGAN head).
-
-    φ is the input of the critic's output layer, the submodule named "logit" that every critic of
-    gan_jax.models ends in; it is read with `nn.intercept_methods`, so the networks need no change. The
-    critic's variables sit under "critic", the head's under "classifier".
-    """
-
-    critic: nn.Module
-    num_classes: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array, y: jax.Array | None = None, train: bool = True) -> tuple[jax.Array, jax.Array]:
-        features = []
-
-        def read_features(call, args, kwargs, context):
-            if context.module.name == "logit" and context.method_name == "__call__":
-                features.append(args[0])
-            return call(*args, **kwargs)
-
-        with nn.intercept_methods(read_features):
-            logit = self.critic(x, y, train=train)
-        if not features:
-            raise GanJaxError(f"loss.acgan_weight > 0 needs a critic whose output layer is a submodule named "
-                              f"'logit'; {type(self.critic).__name__} has none. Set loss.acgan_weight=0")
-        phi = features[-1].reshape(x.shape[0], -1)
-        head = nn.Dense(self.num_classes, dtype=getattr(self.critic, "dtype", jnp.float32), name="classifier")
-        return logit, head(phi).astype(jnp.float32)
 
 
 class Augmentation(NamedTuple):
@@ -329,73 +283,6 @@ def _keep_if(ok: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
     if jax.dtypes.issubdtype(new.dtype, jax.dtypes.prng_key):
         return new
     return jnp.where(ok, new, old)
-
-
-class StepInputs(NamedTuple):
-    """One generator step's inputs, for the global batch (sharded along the batch axis)."""
-
-    real: jax.Array  # (n_critic + unroll_steps, B, *data_shape): model input (floats)
-    critic_noise: jax.Array  # (n_critic + unroll_steps, B, latent_dim)
-    penalty_keys: jax.Array  # (n_critic + unroll_steps, B) one key per example
-    generator_noise: jax.Array  # (B, latent_dim)
-    real_labels: jax.Array | None = None  # (n_critic + unroll_steps, B) int32 when conditional, else None
-    critic_fake_labels: jax.Array | None = None  # (n_critic + unroll_steps, B) labels of the critic's fakes
-    generator_labels: jax.Array | None = None  # (B,) labels of the generator update's fakes
-    # With augment.policy: per-example keys of the augmentations, else None.
-    critic_augment_keys: jax.Array | None = None  # (n_critic + unroll_steps, B, 2): of T(real), T(fake)
-    generator_augment_keys: jax.Array | None = None  # (B,): of T(fake) in the generator update
-
-
-def data_key(run_key: jax.Array) -> jax.Array:
-    """The key of the real-batch stream of a run with `state.key` = run_key: batch i holds the records
-    images.batch(..., data_key, i, B) draws (the streamed pipeline reads the same ones)."""
-    return jax.random.split(run_key)[0]
-
-
-def draw_fake_labels(source: DataSource, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """Labels of generated samples: uniform over the classes, or with the data's label frequencies."""
-    if source.label_frequencies is None:
-        return jax.random.randint(key, shape, 0, source.num_classes, jnp.int32)
-    logits = jnp.log(jnp.asarray(source.label_frequencies, jnp.float32))
-    return jax.random.categorical(key, logits, shape=shape).astype(jnp.int32)
-
-
-def draw_step_inputs(cfg: ml_collections.ConfigDict, source: DataSource, state: TrainState,
-                     data: PyTree) -> StepInputs:
-    """Step `state.step`'s real batches and random draws: a pure function of (key, step).
-
-    `data` is the device-resident dataset (`source.arrays`), or, for a streamed source, this step's fed Batch
-    (U, B, ...) of the records the device path would draw.
-    """
-    n_updates = cfg.loss.n_critic + cfg.loss.unroll_steps
-    batch = cfg.data.batch_size
-    data_key_, noise_key = jax.random.split(state.key)  # data_key_ == data_key(state.key)
-    step_key = jax.random.fold_in(noise_key, state.step)
-    zc_key, pen_key, zg_key = jax.random.split(step_key, 3)
-    if source.streamed:
-        raw = data
-    else:
-        indices = state.step * n_updates + jnp.arange(n_updates)
-        raw = jax.vmap(lambda i: source.sample(data, data_key_, i, batch))(indices)
-    latent = cfg.model.latent_dim
-    labels = {}
-    if cfg.model.get("num_classes", 0):
-        yc_key, yg_key = jax.random.split(jax.random.fold_in(step_key, 1))  # the other draws keep their keys
-        labels = dict(real_labels=raw.y, critic_fake_labels=draw_fake_labels(source, yc_key, (n_updates, batch)),
-                      generator_labels=draw_fake_labels(source, yg_key, (batch,)))
-    augmented = {}
-    if _augmentation(cfg).policy:
-        ca_key, ga_key = jax.random.split(jax.random.fold_in(step_key, 2))
-        augmented = dict(critic_augment_keys=jax.random.split(ca_key, (n_updates, batch, 2)),
-                         generator_augment_keys=jax.random.split(ga_key, batch))
-    return StepInputs(
-        real=source.to_input(raw.x),
-        critic_noise=jax.random.normal(zc_key, (n_updates, batch, latent)),
-        penalty_keys=jax.random.split(pen_key, (n_updates, batch)),
-        generator_noise=jax.random.normal(zg_key, (batch, latent)),
-        **labels,
-        **augmented,
-    )
 
 
 def _ada_state(aug: Augmentation, state: TrainState, real_signs: jax.Array, logits: int,

@@ -31,7 +31,7 @@ from gan_jax import checkpoint
 from gan_jax import config as config_lib
 from gan_jax import engine as engine_lib
 from gan_jax import metrics as metrics_lib
-from gan_jax import disk_full, parallel, plotting, run_records, scoring
+from gan_jax import disk_full, parallel, plotting, run_records, scoring, step_inputs
 from gan_jax import workdir as workdir_lib
 from gan_jax.data import Batch, DataSource, images, make_source, pipeline, toy
 from gan_jax.errors import GanJaxError
@@ -345,7 +345,7 @@ def _data_feed(cfg: ml_collections.ConfigDict, source: DataSource, state: engine
     key = jax.random.wrap_key_data(np.asarray(jax.random.key_data(state.key).addressable_data(0)),
                                    impl=jax.random.key_impl(state.key))
     batches = pipeline.StreamedBatches(
-        source.records, engine_lib.data_key(key), cfg.data.batch_size, cfg.loss.n_critic + cfg.loss.unroll_steps,
+        source.records, step_inputs.data_key(key), cfg.data.batch_size, cfg.loss.n_critic + cfg.loss.unroll_steps,
         calls, rows=pipeline.process_rows(cfg.data.batch_size, mesh), num_threads=int(cfg.data.read_threads),
         prefetch_steps=max(int(cfg.data.prefetch) * int(cfg.train.steps_per_call), int(cfg.data.read_threads)))
     feed = (pipeline.to_global(b, mesh, cfg.data.batch_size) for b in batches)

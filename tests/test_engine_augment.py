@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import common
-from gan_jax import augment, losses, models, parallel, penalties
+from gan_jax import augment, critic_wrappers, losses, models, parallel, penalties, step_inputs
 from gan_jax import checkpoint as ckpt
 from gan_jax import config as config_lib
 from gan_jax import engine as engine_lib
@@ -82,7 +82,7 @@ def test_one_step_with_diffaugment_gp_and_acgan_equals_the_hand_composed_update(
     cfg = _digits(model__num_classes=10, augment__policy=augment.DIFFAUGMENT, loss__acgan_weight=0.5)
     source, engine, _, state, step = _setup(cfg)
     before = jax.device_get(state)
-    inputs = jax.jit(lambda state: engine_lib.draw_step_inputs(cfg, source, state, source.arrays))(state)
+    inputs = jax.jit(lambda state: step_inputs.draw_step_inputs(cfg, source, state, source.arrays))(state)
     new_state, metrics = step(state, source.arrays)
     policy, eta, lam_gp, lam_ac = augment.DIFFAUGMENT, 0.05, cfg.loss.penalty_weight, 0.5
     see = lambda keys, x: augment.apply(keys, x, policy)
@@ -129,7 +129,7 @@ def test_one_step_with_diffaugment_gp_and_acgan_equals_the_hand_composed_update(
 def test_the_acgan_head_is_a_dense_layer_on_the_critics_features():
     # MLPCritic: φ = relu(W₂ relu(W₁x + b₁) + b₂) is the input of its output layer "logit"; the head is Wφ + b.
     critic = models.MLPCritic(width=6, depth=2, num_classes=3)
-    head = engine_lib.AuxiliaryClassifierCritic(critic, 3)
+    head = critic_wrappers.AuxiliaryClassifierCritic(critic, 3)
     x, y = jax.random.normal(jax.random.key(0), (5, 4)), jnp.array([0, 1, 2, 1, 0])
     variables = head.init(jax.random.key(1), x, y, train=False)
     logits, classes = head.apply(variables, x, y, train=False)
@@ -150,7 +150,7 @@ def test_the_acgan_head_needs_a_critic_with_a_logit_layer():
             return nn.Dense(1, name="score")(x)[:, 0]
 
     with pytest.raises(GanJaxError, match="needs a critic whose output layer is a submodule named 'logit'; Scorer"):
-        engine_lib.AuxiliaryClassifierCritic(Scorer(), 3).init(jax.random.key(0), jnp.zeros((2, 4)))
+        critic_wrappers.AuxiliaryClassifierCritic(Scorer(), 3).init(jax.random.key(0), jnp.zeros((2, 4)))
 
 
 # ------------------------------------------------------------------------------------------------------------

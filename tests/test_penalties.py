@@ -8,7 +8,7 @@ import pytest
 
 from gan_jax import penalties
 from gan_jax.registry import Registry
-from gan_jax.engine import pack_samples
+from gan_jax.critic_wrappers import pack_samples
 
 KEY = jax.random.PRNGKey(0)
 

@@ -15,7 +15,7 @@ import optax
 import pytest
 
 from experiments.configs import common
-from gan_jax import losses, optimizers, parallel, penalties
+from gan_jax import critic_wrappers, losses, optimizers, parallel, penalties, step_inputs
 from gan_jax import engine as engine_lib
 from gan_jax.checkpoint import Checkpointer
 from gan_jax.data import Batch, make_source
@@ -64,7 +64,7 @@ def test_one_step_equals_hand_composed_sgd_update(pack):
     cfg = _config("wgan_gp", sgd=True, loss__n_critic=1, loss__pack=pack)
     source, engine, state, step = _setup(cfg)
     before = _numpy_tree(state)
-    inputs = engine_lib.draw_step_inputs(cfg, source, state, source.arrays)
+    inputs = step_inputs.draw_step_inputs(cfg, source, state, source.arrays)
     new_state, metrics = step(state, source.arrays)
 
     gen = lambda g, z: engine.generator.apply({"params": g}, z)
@@ -350,13 +350,13 @@ def test_ema_decay_outside_zero_one_is_a_clear_error(decay):
 
 def test_pack_samples_hand_worked():
     flat = jnp.arange(12.0).reshape(6, 2)  # samples [0,1], [2,3], …, [10,11]
-    np.testing.assert_array_equal(engine_lib.pack_samples(flat, 3),
+    np.testing.assert_array_equal(critic_wrappers.pack_samples(flat, 3),
                                   [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]])
     images = jnp.arange(8.0).reshape(2, 2, 2, 1)  # two 2×2 one-channel images: [[0,1],[2,3]] and [[4,5],[6,7]]
-    np.testing.assert_array_equal(engine_lib.pack_samples(images, 2),
+    np.testing.assert_array_equal(critic_wrappers.pack_samples(images, 2),
                                   [[[[0, 4], [1, 5]], [[2, 6], [3, 7]]]])  # pixel-wise channel concatenation
-    assert engine_lib.pack_samples(flat, 1) is flat
-    assert engine_lib.packed_shape((2,), 4) == (8,) and engine_lib.packed_shape((8, 8, 3), 2) == (8, 8, 6)
+    assert critic_wrappers.pack_samples(flat, 1) is flat
+    assert critic_wrappers.packed_shape((2,), 4) == (8,) and critic_wrappers.packed_shape((8, 8, 3), 2) == (8, 8, 6)
 
 
 @pytest.mark.parametrize("kind, data_shape", [("mlp", (2,)), ("conv", (8, 8, 1))])

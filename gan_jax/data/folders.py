@@ -75,6 +75,8 @@ from tqdm import tqdm
 
 from gan_jax.data import images as images_lib
 from gan_jax.data import manifest, publish
+from gan_jax.data.folder_checks import (check_classes, check_image_size, check_src, check_target, listing,
+                                         no_images)
 from gan_jax.errors import GanJaxError
 
 VERSION = "1.0.0"
@@ -82,7 +84,6 @@ SPLIT = "train"
 RESAMPLE = Image.Resampling.LANCZOS
 RESAMPLE_NAME = "LANCZOS"
 SHARD_BYTES = 256 * 2**20  # serialized examples per array_record file, at most (one example at least)
-MAX_IMAGE_SIZE = 8192
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _WRITER_OPTIONS = "group_size:1"  # one record per chunk: random access reads one example (as tfds writes)
@@ -192,15 +193,15 @@ def prepare(
       OSError: the file system failed while writing (disk full, ...); the unfinished folder is removed.
     """
     name = validate_name(name)
-    image_size = _check_image_size(image_size)
-    src = _check_src(src)
+    image_size = check_image_size(image_size)
+    src = check_src(src)
     data_dir = _data_dir(data_dir)
     target = os.path.join(data_dir, name)
-    _check_target(target, src, overwrite)
+    check_target(target, src, overwrite)
     class_names, entries, skipped = _scan(src, progress)
     if not entries:
-        raise _no_images(src, skipped)
-    _check_classes(src, class_names, entries)
+        raise no_images(src, skipped)
+    check_classes(src, class_names, entries)
     plan = _plan(entries, image_size)
 
     created: list[str] = []
@@ -222,8 +223,8 @@ def prepare(
             failed = {rel for rel, _ in bad}
             entries = [e for e in entries if e.rel not in failed]
             if not entries:
-                raise _no_images(src, skipped)
-            _check_classes(src, class_names, entries)
+                raise no_images(src, skipped)
+            check_classes(src, class_names, entries)
             if _plan(entries, image_size) == plan:
                 break
             # The failed files alone made the dataset RGB: write the rest again as grayscale.
@@ -232,7 +233,7 @@ def prepare(
         skipped.sort()
         if strict and skipped:
             raise GanJaxError(
-                f"--strict: {len(skipped)} file(s) in {src} cannot be read ({_listing(skipped)}); fix or remove "
+                f"--strict: {len(skipped)} file(s) in {src} cannot be read ({listing(skipped)}); fix or remove "
                 "them, or drop --strict to skip them. Nothing was written.")
         files += _write_metadata(tmp, name, src, class_names, plan, files)
         manifest.write(tmp, dict(name=name, version=VERSION, split=SPLIT, shape=[plan.size, plan.size, plan.channels],
@@ -269,78 +270,12 @@ def open_records(name: str, data_dir: str | os.PathLike | None = None, split: st
     return builder.as_data_source(split=split)
 
 
-# --- checks ---------------------------------------------------------------------------------------------
+# --- paths (the checks of the inputs: gan_jax.data.folder_checks) ---------------------------------------
 
 
 def _data_dir(data_dir: str | os.PathLike | None) -> str:
     """The absolute data directory: `data_dir`, else `images.default_data_dir()`."""
     return os.path.abspath(os.path.expanduser(os.fspath(data_dir) if data_dir else images_lib.default_data_dir()))
-
-
-def _check_image_size(image_size: Any) -> int | None:
-    if image_size is None:
-        return None
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or not (
-            1 <= image_size <= MAX_IMAGE_SIZE):
-        raise GanJaxError(f"image_size={image_size!r} is invalid: give an integer from 1 to {MAX_IMAGE_SIZE} "
-                          "(--image_size=64), or leave it unset when all images share one size")
-    return int(image_size)
-
-
-def _check_src(src: str | os.PathLike) -> str:
-    path = os.path.abspath(os.path.expanduser(os.fspath(src)))
-    if not os.path.exists(path):
-        raise GanJaxError(f"--src {path} does not exist: give the folder that holds the images "
-                          "(one sub-folder per class, or the images themselves)")
-    if not os.path.isdir(path):
-        raise GanJaxError(f"--src {path} is a file, not a folder: give the folder that holds the images "
-                          "(e.g. its parent folder)")
-    return path
-
-
-def _check_target(target: str, src: str, overwrite: bool) -> None:
-    """Refuses a data_dir that is a file, an existing dataset without overwrite, and folders not ours."""
-    data_dir = os.path.dirname(target)
-    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
-        raise GanJaxError(f"--data_dir {data_dir} is a file, not a folder: choose another data directory")
-    if os.path.commonpath([target, src]) == target:
-        raise GanJaxError(f"--src {src} lies inside the dataset folder {target}: move the images elsewhere or "
-                          "choose another --name")
-    if not os.path.lexists(target):
-        return
-    if not os.path.isdir(target):
-        raise GanJaxError(f"{target} exists and is a file: choose another --name, or move the file away")
-    if os.path.isfile(os.path.join(target, manifest.MANIFEST)):
-        if not overwrite:
-            raise GanJaxError(f"dataset {os.path.basename(target)!r} already exists at {target}: pass --overwrite "
-                              "(overwrite=True) to replace it, or choose another --name")
-        return
-    if os.listdir(target):
-        raise GanJaxError(
-            f"{target} exists and was not written by prepare_images (it has no {manifest.MANIFEST}; perhaps a "
-            "tensorflow-datasets download): choose another --name, or move that folder away yourself")
-
-
-def _check_classes(src: str, class_names: Sequence[str], entries: Sequence[_Entry]) -> None:
-    """Refuses class folders without a readable image (their label would never occur)."""
-    counts = np.bincount([e.label for e in entries], minlength=len(class_names)) if class_names else []
-    empty = [class_names[i] for i, count in enumerate(counts) if count == 0]
-    if empty:
-        raise GanJaxError(f"class folder(s) {', '.join(map(repr, empty))} in {src} hold no readable image: "
-                          "add images to them or remove them")
-
-
-def _no_images(src: str, skipped: Sequence[tuple[str, str]]) -> GanJaxError:
-    if not skipped:
-        return GanJaxError(f"--src {src} is empty: put the images in it (one sub-folder per class, or the images "
-                           "directly for an unlabelled dataset)")
-    return GanJaxError(f"--src {src} holds no image Pillow can read ({len(skipped)} file(s) skipped: "
-                       f"{_listing(skipped)}): point --src at the folder of images")
-
-
-def _listing(skipped: Sequence[tuple[str, str]], limit: int = 5) -> str:
-    shown = "; ".join(f"{rel}: {reason}" for rel, reason in skipped[:limit])
-    return shown + (f"; ... and {len(skipped) - limit} more" if len(skipped) > limit else "")
 
 
 # --- scanning -------------------------------------------------------------------------------------------
