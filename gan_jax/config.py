@@ -152,7 +152,8 @@ def base_config() -> ml_collections.ConfigDict:
     # inside a while loop 5-7x slower than outside one (measured, jax 0.10); costs compile time.
     cfg.train.unroll_loops = False
     # How XLA:CPU compiles matmuls: "eigen" (XLA's own dots; faster for these MLPs on CPU, measured with
-    # jax 0.10) or "xla_default" (this jaxlib's default, YNNPACK fusions in 0.10). No effect on GPU/TPU.
+    # jax 0.10), "eigen_ynn_reductions" (the same with YNNPACK's reductions: the image-scale configs, whose batch
+    # norm it speeds up) or "xla_default" (this jaxlib's default, YNNPACK fusions in 0.10). No effect on GPU/TPU.
     cfg.train.cpu_matmuls = DEFAULT_CPU_MATMULS
     cfg.train.log_every = 100
     cfg.train.checkpoint_every = 1000

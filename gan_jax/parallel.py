@@ -31,8 +31,15 @@ DATA_AXIS = "data"
 # MLP width 128, 0.98-1.07x at width 64, 0.96x at 256, 0.93-1.03x at 512 and 0.98x on the digits conv step;
 # with YNNPACK, 50 steps fused in a loop ran 0.88x the single-step call at width 512, with Eigen 0.97-1.04x
 # (interleaved runs of benchmarks/train_speed.py; results/benchmarks.md).
+# Reductions: XLA:CPU's own, with YNNPACK fusions off, split a reduction over more than 32 elements into a
+# reduce-window tree, slow for batch norm's statistics (over all axes but the channels): forward + backward of
+# flax's BatchNorm over DCGAN 64's seven activation shapes took 200 ms, 62 ms with YNNPACK's reductions and XLA's
+# own dots ("eigen_ynn_reductions"; the whole DCGAN 64 step at batch 128 1.43 → 1.34 s, 2-core AMD EPYC,
+# 2026-12-07). The image-scale configs use it; the MLP configs keep "eigen" (the same speed, and their recorded
+# results were computed with it: the two round sums differently, so runs are not bitwise the same across modes).
 CPU_MATMULS: Registry[dict[str, Any]] = Registry("CPU matmul mode", {
     "eigen": {"xla_cpu_experimental_ynn_fusion_type": ""},  # no YNNPACK fusions: XLA's own dots
+    "eigen_ynn_reductions": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"},
     "xla_default": {},  # whatever this jaxlib does by default
 })
 DEFAULT_CPU_MATMULS = "eigen"

@@ -270,6 +270,8 @@ def _values_and_gradients(conv, x, w):
     ((3, 3, 3, 5), (1, 1), "SAME"),  # the residual blocks' 3×3
     ((1, 1, 3, 5), (1, 1), "SAME"),  # shortcuts, attention
     ((4, 4, 3, 5), (2, 2), ((1, 1), (1, 1))),  # DCGAN's critic
+    ((4, 4, 3, 48), (2, 2), ((1, 1), (1, 1))),  # its first layer: kh·kw·c_in ≤ c_out, the patches in one product
+    ((3, 3, 3, 27), (1, 1), "SAME"),  # the same at stride 1
 ])
 def test_conv_values_and_gradients_equal_lax(kernel, strides, padding):
     x, w = normal(20, 2, 8, 8, 3), normal(21, *kernel)
@@ -286,6 +288,10 @@ def test_conv_values_and_gradients_equal_lax(kernel, strides, padding):
     ((2, 4, 5, 3), (5, 5, 3, 4), (3, 3), ((2, 3), (4, 1))),  # s = 3, uneven padding
     ((1, 5, 6, 2), (4, 3, 2, 3), (2, 3), ((0, 3), (-1, 2))),  # s differing by axis, a cropping (negative) pad
     ((2, 3, 3, 2), (2, 2, 2, 3), (3, 3), ((1, 1), (1, 1))),  # s > K: phases that meet no kernel tap
+    ((2, 4, 4, 48), (4, 4, 48, 3), (2, 2), ((2, 2), (2, 2))),  # DCGAN's last layer: kh·kw·c_out ≤ c_in, products
+    ((2, 5, 4, 20), (3, 3, 20, 2), (2, 2), ((1, 2), (2, 1))),  # products, odd kernel, uneven padding
+    ((1, 4, 5, 30), (5, 3, 30, 2), (3, 2), ((2, 3), (-1, 4))),  # products, s = 3 and 2, a cropping pad
+    ((2, 3, 3, 12), (2, 2, 12, 3), (3, 3), ((1, 1), (1, 1))),  # products, s > K
 ])
 def test_transposed_conv_by_phases_equals_lax_with_input_dilation(image, kernel, dilation, padding):
     x, w = normal(22, *image), normal(23, *kernel)
@@ -304,6 +310,7 @@ def test_transposed_conv_by_phases_equals_lax_with_input_dilation(image, kernel,
     ((1, 10, 11, 2), (5, 3, 2, 3), (3, 2), ((2, 0), (1, 3)), (1, 1)),  # strides differing by axis, uneven padding
     ((1, 10, 10, 2), (3, 3, 2, 3), (2, 2), "VALID", (1, 1)),
     ((1, 5, 6, 2), (4, 4, 2, 3), (2, 2), ((1, 2), (0, 1)), (2, 2)),  # stride and input dilation together
+    ((2, 8, 8, 3), (4, 4, 3, 48), (2, 2), ((1, 1), (1, 1)), (1, 1)),  # DCGAN's first critic layer: dx by products
 ])
 def test_conv_input_gradient_equals_vjp_of_lax(image, kernel, strides, padding, dilation):
     """convolution._input_gradient (on CPU by phases) = the VJP of lax's convolution w.r.t. its input, jitted; and the

@@ -237,6 +237,15 @@ def _compiled_text(step, state, arrays):
     return step.lower(state, arrays).compile().as_text()
 
 
+def _ynn_fused_opcodes(text: str) -> set[str]:
+    """The HLO opcodes inside the computations that the compiled module's YNNPACK fusions call."""
+    opcodes = set()
+    for name in re.findall(r"kind=kCustom, calls=%([\w.-]+).*__ynn_fusion", text):
+        body = re.search(r"^%" + re.escape(name) + r" .*?\{\n(.*?)\n\}", text, re.S | re.M).group(1)
+        opcodes |= set(re.findall(r"= \S+ ([a-z][\w-]*)\(", body))
+    return opcodes
+
+
 def test_eigen_cpu_matmuls_compile_without_ynnpack_and_compute_the_same_step():
     """train.cpu_matmuls only picks XLA:CPU's matmul kernels: the step's math is the same either way."""
     results = []
@@ -253,9 +262,28 @@ def test_eigen_cpu_matmuls_compile_without_ynnpack_and_compute_the_same_step():
                  eigen.critic_params, default.critic_params)
 
 
+def test_image_configs_take_batch_norm_reductions_to_ynnpack_and_compute_the_same_step():
+    """The image-scale configs compile with "eigen_ynn_reductions": YNNPACK fusions hold the reductions (batch
+    norm's statistics) and no dot or convolution, and the step equals the "eigen" step to rounding."""
+    from experiments.configs import celeba64_dcgan
+
+    results = {}
+    for choice in ("eigen_ynn_reductions", "eigen"):
+        cfg = celeba64_dcgan.get_config("smoke")  # DCGAN with batch norm in both networks
+        if choice == "eigen":
+            cfg.train.cpu_matmuls = choice
+        source, _, state, step = _setup(cfg)
+        results[choice] = (_compiled_text(step, state, source.arrays), _numpy_tree(step(state, source.arrays)[0]))
+    fused = _ynn_fused_opcodes(results["eigen_ynn_reductions"][0])
+    assert "reduce" in fused and not fused & {"dot", "convolution"}, fused
+    assert "ynn_fusion" not in results["eigen"][0]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 results["eigen_ynn_reductions"][1].critic_params, results["eigen"][1].critic_params)
+
+
 def test_compiler_options_name_errors_skip_unknown_options_and_other_platforms(monkeypatch):
     mesh = parallel.make_mesh(1)
-    with pytest.raises(ValueError, match=r"unknown CPU matmul mode 'mkl'; valid names: eigen, xla_default$"):
+    with pytest.raises(ValueError, match=r"unknown CPU matmul mode 'mkl'; valid names: eigen, eigen_ynn_reductions, xla_default$"):
         parallel.compiler_options(mesh, "mkl")
     assert parallel.compiler_options(mesh, "xla_default") == {}
     monkeypatch.setattr(parallel, "CPU_MATMULS", Registry("CPU matmul mode", {
@@ -277,7 +305,7 @@ def test_unknown_cpu_matmuls_in_the_config_is_a_clear_error():
 
     cfg = _config(train__cpu_matmuls="mkl")
     with pytest.raises(ValueError, match=r"config.train.cpu_matmuls: unknown CPU matmul mode 'mkl'; valid names: "
-                                         r"eigen, xla_default"):
+                                         r"eigen, eigen_ynn_reductions, xla_default"):
         validate(cfg)
 
 

@@ -188,6 +188,7 @@ def image_gan(name: str, kind: str, method: str, arg: str | None = None, *, imag
     _apply_method(cfg, method, penalty_weight=10.0)
     cfg.train.steps = steps
     cfg.train.ema_decay = ema_decay
+    cfg.train.cpu_matmuls = "eigen_ynn_reductions"  # batch norm's statistics by YNNPACK (parallel.CPU_MATMULS)
     _conv_schedule(cfg, every=5000, eval_samples=10_000)
     set_fields(cfg, fields or {})
     variant(cfg)
