@@ -5,7 +5,7 @@ the same feature extractor.
    through `gan_jax.trainer.train_and_evaluate` in <workdir_root>/seed<s>. A finished workdir is resumed: nothing is
    trained and only the final evaluation runs again. Each run's values are read from its summary.json: the library's
    own final evaluation, train.eval_samples (1000) generated samples against all 1,797 digits.
-2. One extractor: every run trains its classifier with the same key (`trainer.CLASSIFIER_SEED`, not the run's
+2. One extractor: every run trains its classifier with the same key (`run_samples.CLASSIFIER_SEED`, not the run's
    seed), so every seed scores in one feature space. The floors use that classifier, trained once more into
    <workdir_root>/classifier; after each run the workdir's classifier file is checked byte for byte against it.
 3. Floor: in that classifier's features, a random permutation of the 1,797 digits is cut into disjoint "samples"
@@ -42,7 +42,7 @@ import ml_collections  # noqa: E402
 
 from benchmarks import report  # noqa: E402
 from experiments.configs import digits_wgan_gp  # noqa: E402
-from gan_jax import evaluation, metrics as metrics_lib, scoring, trainer  # noqa: E402
+from gan_jax import evaluation, metrics as metrics_lib, run_samples, scoring, trainer  # noqa: E402
 from gan_jax.data import make_source  # noqa: E402
 
 EXTRACTOR = "classifier"
@@ -182,7 +182,7 @@ def notes(n: int, n_fake: int, dim: int, trace: float, kid_subsets: int) -> list
         f"subsets are min(1000, both counts) = {min(1000, n_ref)} reals. The k-NN metrics take their radii from "
         f"a {n_ref}-point reference: larger balls than {n} points give. The halves row shows how much the floor "
         "moves with the counts.",
-        "- Every run trains its classifier with the same key (`trainer.CLASSIFIER_SEED`), whatever its seed; each "
+        "- Every run trains its classifier with the same key (`run_samples.CLASSIFIER_SEED`), whatever its seed; each "
         "run's classifier file is checked byte for byte against the one the floors use.",
     ]
 
@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     root = Path(args.workdir_root)
     base = run_config(0, args.steps)
     source = make_source(base.data)
-    classifier = trainer.run_classifier(base, source, str(root / "classifier"))
+    classifier = run_samples.run_classifier(base, source, str(root / "classifier"))
     classifier_file = root / "classifier" / metrics_lib.CLASSIFIER_FILE
     extractor = scoring.make_extractor(base, source, classifier)
 
@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> None:
              f"- load average (1, 5, 15 min) at start: {load_at_start}; at the end: {load()}",
              f"- command: `{command}`; {seconds:.0f} s in all",
              f"- runs: experiments/configs/digits_wgan_gp.py, {base.train.steps} steps, seeds 0–{args.seeds - 1}, "
-             f"workdirs {root}/seed<s>; extractor: the runs' classifier (key {trainer.CLASSIFIER_SEED}) "
+             f"workdirs {root}/seed<s>; extractor: the runs' classifier (key {run_samples.CLASSIFIER_SEED}) "
              f"({classifier_file}, identity {extractor.identity[:12]}), shared by every run and the floors", "",
              *table(runs, f"{n_fake} vs {n}", floors), "",
              *notes(n, n_fake, extractor.dim, trace, int(base.eval.kid_subsets)), ""]

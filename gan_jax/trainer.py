@@ -1,4 +1,4 @@
-"""The training loop as a library: `train_and_evaluate(config, workdir)`, `restore_state`, `evaluate`.
+"""The training loop as a library: `train_and_evaluate(config, workdir)`, `restore_state`, `evaluate_checkpoint`.
 
 `experiments/train.py` only defines flags and calls `train_and_evaluate`; tests and notebooks import this module.
 Running again with the same workdir resumes from its newest valid checkpoint, bit for bit. The workdir (a local
@@ -10,7 +10,8 @@ segment that fails before then leaves no record.
 
 Periodic work runs from one table, `PERIODIC`: (name, config field giving every how many generator steps,
 action). An action runs after the fused call that crosses a multiple of its period; "log" also after the last
-step. The final figure, evaluation and checkpoint follow the loop.
+step. The final figure, evaluation and checkpoint follow the loop. The run's samples, scorer, classifier and
+figures are gan_jax.run_samples'.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import time
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm import tqdm
@@ -30,67 +30,18 @@ from tqdm import tqdm
 from gan_jax import checkpoint
 from gan_jax import config as config_lib
 from gan_jax import engine as engine_lib
-from gan_jax import metrics as metrics_lib
-from gan_jax import disk_full, parallel, plotting, run_records, scoring, step_inputs
+from gan_jax import disk_full, parallel, run_records, run_samples, scoring, step_inputs
 from gan_jax import workdir as workdir_lib
-from gan_jax.data import Batch, DataSource, images, make_source, pipeline, toy
+from gan_jax.data import Batch, DataSource, make_source, pipeline, toy
 from gan_jax.errors import GanJaxError
 from gan_jax.preemption import Preempted, StopRequest
 
-# Records of a labelled dataset the evaluation classifier is trained on (the first ones): all of the digits;
-# for large datasets a fixed subset, so the classifier costs seconds and host memory stays bounded.
-CLASSIFIER_RECORDS = 10_000
-# The classifier's key is the same for every run (not cfg.seed), so runs of different seeds score in one feature space.
-CLASSIFIER_SEED = 2
-FIGURE_IMAGES = 64  # images in a sample grid (unconditional); conditional grids show FIGURE_COLUMNS per class
-FIGURE_COLUMNS = 8
-FIGURE_CLASSES = 16  # classes shown in a conditional grid (the first ones)
 BEST_DIR = "best"  # in the workdir: the checkpoint of the best step by config.eval.best_metric
 
 
 class NonFiniteLossError(GanJaxError):
     """A train step produced a NaN/Inf loss or parameter (the message names the step, the last good checkpoint
     and the fix)."""
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Evaluation: the metrics are chosen by what the data have, never by their name.
-
-
-def evaluator(cfg: ml_collections.ConfigDict, source: DataSource, classifier: Any = None, *,
-              write_cache: bool = True) -> scoring.Scorer:
-    """`evaluate(generate)`: the run's `scoring.Scorer` (mode/class coverage, sliced W₁, eval.metrics in
-    eval.extractor's features); the real data's reference features are cached in the data directory (written by
-    process 0 when `write_cache`)."""
-    return scoring.Scorer(cfg, source, jax.random.key(cfg.seed + 2), classifier=classifier,
-                          cache_dir=_reference_cache_dir(cfg), write_cache=write_cache and parallel.is_writer())
-
-
-def _reference_cache_dir(cfg: ml_collections.ConfigDict) -> str | None:
-    """Where the real data's reference features are cached: the data directory (none for toy data)."""
-    if cfg.data.name in toy.names():
-        return None
-    return cfg.data.data_dir or images.default_data_dir()
-
-
-def run_classifier(cfg: ml_collections.ConfigDict, source: DataSource, workdir: str, *, write: bool = True) -> Any:
-    """The classifier of the run's labelled data (cached in `workdir`; `write=False` never writes), or None."""
-    if not source.num_classes:
-        return None
-    train = source.real_batch(range(min(CLASSIFIER_RECORDS, len(source.records))))
-    return metrics_lib.load_or_train_classifier(workdir, train.x, train.y, jax.random.key(CLASSIFIER_SEED),
-                                                num_classes=source.num_classes, write=write)
-
-
-def _plot(path: workdir_lib.PathLike, source: DataSource, samples: np.ndarray, title: str, conditional: bool) -> str:
-    if len(source.shape) == 3:
-        if conditional:  # the figure's samples are FIGURE_COLUMNS per class, one row per class
-            return plotting.image_grid(path, samples, nrow=FIGURE_COLUMNS)
-        return plotting.image_grid(path, samples[:FIGURE_IMAGES])
-    dist = source.distribution
-    data = np.asarray(source.sample(source.arrays, jax.random.key(0), 0, len(samples)).x)
-    centers = None if dist is None or dist.means is None else np.asarray(dist.means)
-    return plotting.scatter_samples(path, samples, data=data, centers=centers, title=title)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -162,9 +113,9 @@ def evaluate_checkpoint(workdir: str, *, step: int | str = "latest",
     saved_step, state = checkpoint.restore_readonly(path, like, cfg, step=number)
     mesh = parallel.make_mesh(0)
     state = parallel.replicate(state, mesh)
-    classifier = run_classifier(cfg, source, workdir, write=False)
-    sample = _make_sample_fn(cfg, source, engine, mesh, lambda: state)
-    scores = evaluator(cfg, source, classifier, write_cache=False)(sample("eval"))
+    classifier = run_samples.run_classifier(cfg, source, workdir, write=False)
+    sample = run_samples.make_sample_fn(cfg, source, engine, mesh, lambda: state)
+    scores = run_samples.evaluator(cfg, source, classifier, write_cache=False)(sample("eval"))
     return {"workdir": os.fspath(workdir_lib.as_path(workdir)), "step": int(saved_step),
             "samples": int(cfg.train.eval_samples), **scores}
 
@@ -232,8 +183,9 @@ def _log_action(loop: _Loop) -> None:
 def _figure_action(loop: _Loop) -> None:
     samples = loop.sample("figure")  # every process takes part in the computation; process 0 plots
     if loop.writer:
-        _plot(workdir_lib.as_path(loop.workdir) / "samples" / f"step_{loop.step:07d}.png", loop.source, samples,
-              f"{loop.source.name}, step {loop.step}", bool(loop.cfg.model.get("num_classes", 0)))
+        path = workdir_lib.as_path(loop.workdir) / "samples" / f"step_{loop.step:07d}.png"
+        run_samples.plot_samples(path, loop.source, samples, f"{loop.source.name}, step {loop.step}",
+                                 bool(loop.cfg.model.get("num_classes", 0)))
 
 
 def _evaluate_action(loop: _Loop) -> None:
@@ -386,10 +338,10 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, checkpointer: checkpoin
     calls = schedule(start, cfg.train.steps, cfg.train.steps_per_call)
     feed, streamed = _data_feed(cfg, source, state, mesh, calls)
     steps = {}
-    sample = _make_sample_fn(cfg, source, engine, mesh, lambda: loop.state)
-    classifier = parallel.writer_first(lambda: run_classifier(cfg, source, workdir), "classifier")
+    sample = run_samples.make_sample_fn(cfg, source, engine, mesh, lambda: loop.state)
+    classifier = parallel.writer_first(lambda: run_samples.run_classifier(cfg, source, workdir), "classifier")
     loop = _Loop(cfg, workdir, checkpointer, source, state, sample, log, start)
-    evaluate = evaluator(cfg, source, classifier)
+    evaluate = run_samples.evaluator(cfg, source, classifier)
     loop.evaluate = lambda: evaluate(sample("eval"))
     loop.best = _BestStep(cfg, workdir) if cfg.eval.get("best_metric") else None
     stop.check()  # the end of start-up: a signal from here on is answered with a checkpoint
@@ -450,50 +402,10 @@ def _train(cfg: ml_collections.ConfigDict, workdir: str, checkpointer: checkpoin
         summary["records_read"] = streamed.records_read  # by this process
         print(f"process {jax.process_index()}: read {streamed.records_read} records", file=sys.stderr)
     if writer:
-        _plot(summary["figure"], source, figure, f"{source.name} after {step} steps",
-              bool(cfg.model.get("num_classes", 0)))
+        run_samples.plot_samples(summary["figure"], source, figure, f"{source.name} after {step} steps",
+                                 bool(cfg.model.get("num_classes", 0)))
         summary.update(scores)
         with workdir_lib.atomic_write(root / "summary.json") as f:
             json.dump(summary, f, indent=2)
     stop.status = f"after the run finished: step {step} is saved in {checkpointer.directory} and evaluated"
     return summary
-
-
-def _make_sample_fn(cfg: ml_collections.ConfigDict, source: DataSource, engine: engine_lib.Engine, mesh,
-                    current_state: Callable[[], engine_lib.TrainState]) -> Callable[[str], Any]:
-    """`sample(kind)`: the generator's samples on fixed latents, with the EMA parameters when train.ema_decay > 0.
-
-    "eval": `generate(start, stop)` (scoring.Generate) of the current state: samples start..stop-1 of
-    train.eval_samples on fixed latents, and their labels (cycling over the classes) or None;
-    "figure": the figure's samples (for a conditional model FIGURE_COLUMNS per class, one row per class).
-    """
-    sampler = engine_lib.make_sampler(engine, mesh)
-    n_classes = int(cfg.model.get("num_classes", 0))
-    n_eval = cfg.train.eval_samples
-    # The latents of every eval sample are drawn at once (n × latent_dim floats: small); the samples never are.
-    eval_noise = np.asarray(jax.random.normal(jax.random.key(cfg.seed + 1), (n_eval, cfg.model.latent_dim)))
-    eval_labels = np.arange(n_eval, dtype=np.int32) % n_classes if n_classes else None
-    if n_classes:
-        shown = min(n_classes, FIGURE_CLASSES)
-        fig_labels = parallel.replicate(jnp.repeat(jnp.arange(shown, dtype=jnp.int32), FIGURE_COLUMNS), mesh)
-        fig_noise = parallel.replicate(jnp.tile(
-            jax.random.normal(jax.random.key(cfg.seed + 3), (FIGURE_COLUMNS, cfg.model.latent_dim)), (shown, 1)),
-            mesh)
-    else:  # the first eval samples: all of them for a scatter, the first FIGURE_IMAGES for an image grid
-        fig_labels = None
-        fig_noise = parallel.replicate(jnp.asarray(eval_noise[:FIGURE_IMAGES] if len(source.shape) == 3
-                                                   else eval_noise), mesh)
-
-    def sample(kind: str):
-        state = current_state()
-        params = engine_lib.sampling_params(state)
-        if kind == "eval":
-            def generate(start: int, stop: int):
-                labels = None if eval_labels is None else eval_labels[start:stop]
-                z = parallel.replicate(jnp.asarray(eval_noise[start:stop]), mesh)
-                y = None if labels is None else parallel.replicate(jnp.asarray(labels), mesh)
-                return np.asarray(sampler(params, z, y, state.generator_state)), labels
-            return generate
-        return np.asarray(sampler(params, fig_noise, fig_labels, state.generator_state))
-
-    return sample
