@@ -302,6 +302,20 @@ def test_transposed_conv_by_phases_equals_lax_with_input_dilation(image, kernel,
         npt.assert_allclose(g, r, rtol=1e-5, atol=2e-5)
 
 
+def test_transposed_conv_products_round_once_in_bfloat16():
+    """With few output channels in bfloat16, the taps' products are summed in float32 and rounded once: the result is
+    the float32 convolution of the same values rounded to bfloat16, within one unit in the last place."""
+    x = normal(31, 4, 8, 8, 64).astype(jnp.bfloat16)
+    w = (0.1 * normal(32, 4, 4, 64, 3)).astype(jnp.bfloat16)  # kh·kw·c_out = 48 ≤ 64: the products path
+    padding, dilation = ((2, 2), (2, 2)), (2, 2)
+    got = jax.jit(_lax_and_layers_conv((1, 1), padding, dilation)[1])(x, w)
+    want = jax.lax.conv_general_dilated(x.astype(jnp.float32), w.astype(jnp.float32), (1, 1), padding, dilation,
+                                        dimension_numbers=NHWC).astype(jnp.bfloat16)
+    assert got.dtype == jnp.bfloat16
+    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+    assert np.all(np.abs(got - want) <= 2.0**-7 * np.abs(want)), np.max(np.abs(got - want))
+
+
 @pytest.mark.parametrize("image, kernel, strides, padding, dilation", [
     ((2, 8, 8, 3), (4, 4, 3, 5), (2, 2), ((1, 1), (1, 1)), (1, 1)),  # DCGAN's critic (4×4, stride 2, pad 1)
     ((2, 9, 7, 3), (4, 4, 3, 5), (2, 2), ((1, 1), (1, 1)), (1, 1)),  # odd sizes: the last row/column unused
