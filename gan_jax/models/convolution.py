@@ -4,8 +4,8 @@
 On CPU a convolution's kernel gradient goes as kh·kw matrix products (one, of the patches side by side, when the
 input has few channels), its input gradient and a transposed convolution (input dilation) as phase convolutions of
 undilated operands, or, with few output channels, as one product for all taps added per phase (the derivations and
-measurements are in the comments below); every other platform, and every call outside NHWC/HWIO without kernel dilation or groups,
-keeps lax's convolution and XLA's own gradients.
+measurements are in the comments below); every other platform, and every call outside NHWC/HWIO without kernel
+dilation or groups, keeps lax's convolution and XLA's own gradients.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def _lax_conv(x: jax.Array, w: jax.Array, strides: tuple[int, ...], padding: tup
 def _kernel_gradient_as_products(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...],
                                  strides: tuple[int, ...], padding: tuple[tuple[int, int], ...],
                                  lhs_dilation: tuple[int, ...]) -> jax.Array:
-    """∂L/∂W[a, b] = Σ_{n,i,j} x̃[n, s_h·i + a, s_w·j + b, :]ᵀ g[n, i, j, :], one matrix product per kernel tap."""
+    """∂L/∂W[a, b] = Σ_{n,i,j} x̃[n, s_h·i + a, s_w·j + b, :]ᵀ g[n, i, j, :], one matrix product per kernel tap (or
+    one for all taps, of the patches side by side, when kh·kw·c_in ≤ c_out)."""
     kh, kw, c_in, _ = kernel_shape
     n, h_out, w_out, _ = g.shape
     pads = ((0, 0, 0), *((lo, hi, d - 1) for (lo, hi), d in zip(padding, lhs_dilation)), (0, 0, 0))
@@ -127,10 +128,22 @@ def _phase(size: int, kernel: int, stride: int, low: int, per_phase: int, r: int
     return first_tap, taps, (shift, per_phase + taps - 1 - size - shift)
 
 
+def _phase_of_products(products: jax.Array, first_taps: tuple[int, int], taps: tuple[int, int],
+                       pads: tuple[tuple[int, int], tuple[int, int]], strides: tuple[int, ...]) -> jax.Array:
+    """phase[q] = Σ_m x[q − e + m]·w[k_r + s·m] from products[..., a, b, :] = x·W[a, b]: tap m's product shifted by
+    e − m, i.e. padded (e − m, P_hi − (M − 1) + m) for the phase convolution's padding (e, P_hi), summed."""
+    return sum(jax.lax.pad(products[:, :, :, first_taps[0] + strides[0] * i, first_taps[1] + strides[1] * j],
+                           jnp.zeros((), products.dtype),
+                           ((0, 0, 0), (pads[0][0] - i, pads[0][1] - taps[0] + 1 + i, 0),
+                            (pads[1][0] - j, pads[1][1] - taps[1] + 1 + j, 0), (0, 0, 0)))
+               for i in range(taps[0]) for j in range(taps[1]))
+
+
 def _conv_by_phases(x: jax.Array, w: jax.Array, padding: tuple[tuple[int, int], ...],
                     lhs_dilation: tuple[int, ...]) -> jax.Array:
     """The stride-1 convolution of x dilated by s = lhs_dilation as s_h·s_w phase convolutions of x, interleaved."""
-    n, c_out = x.shape[0], w.shape[-1]
+    n, (kh, kw, c_in, c_out) = x.shape[0], w.shape
+    dtype = jnp.result_type(x, w)
     out = [(size - 1) * s + 1 + lo + hi - k + 1
            for size, k, s, (lo, hi) in zip(x.shape[1:3], w.shape[:2], lhs_dilation, padding)]
     per_phase = [-(-o // s) for o, s in zip(out, lhs_dilation)]
@@ -140,8 +153,8 @@ def _conv_by_phases(x: jax.Array, w: jax.Array, padding: tuple[tuple[int, int], 
     # shifted; Eigen's phase convolutions with 3 output channels are slow. At batch 128 on the 2-core CPU, forward /
     # input gradient / kernel gradient 32.5 / 44.5 / 41.9 ms by phase convolutions, 3.7 / 24.8 / 18.5 by products
     # (PyTorch 14.2 / 10.8 / 4.2); the first critic layer's input gradient (batch 256) 71.9 → 19.8 ms.
-    kh, kw, c_in = w.shape[:3]
-    if kh * kw * c_out <= c_in:
+    by_products = kh * kw * c_out <= c_in
+    if by_products:
         # In float32, whatever the compute dtype: the taps are summed before the one rounding to it.
         products = jnp.dot(x.reshape(-1, c_in), w.transpose(2, 0, 1, 3).reshape(c_in, -1),
                            preferred_element_type=jnp.float32)
@@ -151,18 +164,14 @@ def _conv_by_phases(x: jax.Array, w: jax.Array, padding: tuple[tuple[int, int], 
         row = []
         for r_w in range(lhs_dilation[1]):
             (k_h, m_h, pad_h), (k_w, m_w, pad_w) = (_phase(*axis, r) for axis, r in zip(axes, (r_h, r_w)))
-            if m_h and m_w and kh * kw * c_out <= c_in:
-                # phase[q] = Σ_m x[q − e + m]·w[k_r + s·m]: tap m's product shifted by e − m (pads (e − m, P_hi + m)).
-                row.append(sum(jax.lax.pad(products[:, :, :, k_h + lhs_dilation[0] * i, k_w + lhs_dilation[1] * j],
-                                           jnp.zeros((), products.dtype),
-                                           ((0, 0, 0), (pad_h[0] - i, pad_h[1] - m_h + 1 + i, 0),
-                                            (pad_w[0] - j, pad_w[1] - m_w + 1 + j, 0), (0, 0, 0)))
-                               for i in range(m_h) for j in range(m_w)).astype(jnp.result_type(x, w)))
-            elif m_h and m_w:
+            if not (m_h and m_w):
+                row.append(jnp.zeros((n, *per_phase, c_out), dtype))
+            elif by_products:
+                row.append(_phase_of_products(products, (k_h, k_w), (m_h, m_w), (pad_h, pad_w),
+                                              lhs_dilation).astype(dtype))
+            else:
                 sub = w[k_h::lhs_dilation[0], k_w::lhs_dilation[1]]
                 row.append(_lax_conv(x, sub, (1, 1), (pad_h, pad_w), (1, 1)))
-            else:
-                row.append(jnp.zeros((n, *per_phase, c_out), jnp.result_type(x, w)))
         rows.append(jnp.stack(row, axis=3))  # (n, Q_h, Q_w, s_w, c)
     y = jnp.stack(rows, axis=2)  # (n, Q_h, s_h, Q_w, s_w, c): y[:, s_h·q_h + r_h, s_w·q_w + r_w]
     y = y.reshape(n, per_phase[0] * lhs_dilation[0], per_phase[1] * lhs_dilation[1], c_out)
@@ -174,8 +183,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, pa
                          precision: Any = None) -> jax.Array:
     """``lax.conv_general_dilated`` (the signature flax's Conv calls) for NHWC inputs and HWIO kernels without kernel
     dilation or groups, on CPU with the kernel gradient as matrix products and a transposed convolution (input
-    dilation, stride 1; also a strided one's input gradient) as phase convolutions of the undilated input; other
-    calls go to lax unchanged."""
+    dilation, stride 1; also a strided one's input gradient) as phase convolutions of the undilated input (or, with
+    few output channels, one product for all taps added per phase); other calls go to lax unchanged."""
     strides, spatial = tuple(window_strides), lhs.ndim - 2
     lhs_dilation = tuple(lhs_dilation or (1,) * spatial)
     plain = (spatial == 2 and feature_group_count == 1 and precision is None
