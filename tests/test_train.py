@@ -233,8 +233,12 @@ def test_spectral_norm_critic_state_is_carried_in_the_train_state():
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
 
 
-def _compiled_text(step, state, arrays):
-    return step.lower(state, arrays).compile().as_text()
+def _compiled_and_one_step(cfg):
+    """(the compiled step's HLO text, the state after one step as numpy, that step's metrics) of `cfg`."""
+    source, _, state, step = _setup(cfg)
+    text = step.lower(state, source.arrays).compile().as_text()
+    state, metrics = step(state, source.arrays)
+    return text, _numpy_tree(state), jax.device_get(metrics)
 
 
 def _ynn_fused_opcodes(text: str) -> set[str]:
@@ -248,14 +252,9 @@ def _ynn_fused_opcodes(text: str) -> set[str]:
 
 def test_eigen_cpu_matmuls_compile_without_ynnpack_and_compute_the_same_step():
     """train.cpu_matmuls only picks XLA:CPU's matmul kernels: the step's math is the same either way."""
-    results = []
-    for choice in ("eigen", "xla_default"):
-        cfg = _config(loss__n_critic=2, model__width=64, train__cpu_matmuls=choice)
-        source, _, state, step = _setup(cfg)
-        text = _compiled_text(step, state, source.arrays)
-        state, metrics = step(state, source.arrays)
-        results.append((text, _numpy_tree(state), jax.device_get(metrics)))
-    (eigen_text, eigen, m_eigen), (_, default, m_default) = results
+    (eigen_text, eigen, m_eigen), (_, default, m_default) = (
+        _compiled_and_one_step(_config(loss__n_critic=2, model__width=64, train__cpu_matmuls=choice))
+        for choice in ("eigen", "xla_default"))
     assert "ynn_fusion" not in eigen_text, "cpu_matmuls='eigen' must compile without YNNPACK fusions"
     np.testing.assert_allclose(m_eigen["critic_loss"], m_default["critic_loss"], rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
@@ -267,18 +266,16 @@ def test_image_configs_take_batch_norm_reductions_to_ynnpack_and_compute_the_sam
     norm's statistics) and no dot or convolution, and the step equals the "eigen" step to rounding."""
     from experiments.configs import celeba64_dcgan
 
-    results = {}
-    for choice in ("eigen_ynn_reductions", "eigen"):
-        cfg = celeba64_dcgan.get_config("smoke")  # DCGAN with batch norm in both networks
-        if choice == "eigen":
-            cfg.train.cpu_matmuls = choice
-        source, _, state, step = _setup(cfg)
-        results[choice] = (_compiled_text(step, state, source.arrays), _numpy_tree(step(state, source.arrays)[0]))
-    fused = _ynn_fused_opcodes(results["eigen_ynn_reductions"][0])
+    cfg = celeba64_dcgan.get_config("smoke")  # DCGAN with batch norm in both networks
+    assert cfg.train.cpu_matmuls == "eigen_ynn_reductions"
+    ynn_text, ynn, _ = _compiled_and_one_step(cfg)
+    cfg.train.cpu_matmuls = "eigen"
+    eigen_text, eigen, _ = _compiled_and_one_step(cfg)
+    fused = _ynn_fused_opcodes(ynn_text)
     assert "reduce" in fused and not fused & {"dot", "convolution"}, fused
-    assert "ynn_fusion" not in results["eigen"][0]
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 results["eigen_ynn_reductions"][1].critic_params, results["eigen"][1].critic_params)
+    assert "ynn_fusion" not in eigen_text
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), ynn.critic_params,
+                 eigen.critic_params)
 
 
 def test_compiler_options_name_errors_skip_unknown_options_and_other_platforms(monkeypatch):
