@@ -67,7 +67,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gan_jax import augment
 from gan_jax import config as config_lib
-from gan_jax import losses, models, penalties
+from gan_jax import losses, models, penalties, step_settings
 from gan_jax.critic_wrappers import AuxiliaryClassifierCritic, pack_samples, packed_shape
 from gan_jax.data import DataSource
 from gan_jax.errors import GanJaxError
@@ -102,13 +102,6 @@ def sampling_params(state: TrainState) -> PyTree:
     return state.generator_params if state.generator_ema_params is None else state.generator_ema_params
 
 
-def _ema_decay(cfg: ml_collections.ConfigDict) -> float:
-    decay = float(cfg.train.get("ema_decay", 0.0))
-    if not 0.0 <= decay < 1.0:
-        raise GanJaxError(f"config.train.ema_decay={decay!r} is invalid: must be in [0, 1) (0 = no generator EMA)")
-    return decay
-
-
 def ema_update(ema_params: PyTree, params: PyTree, step: jax.Array, decay: float) -> PyTree:
     """ē_t = ē_{t−1} + s_t·(θ_t − ē_{t−1}), s_t = (1−β)/(1−β^t): ē_t = Σ_{k≤t} (1−β)β^{t−k}θ_k / (1−β^t).
 
@@ -117,54 +110,6 @@ def ema_update(ema_params: PyTree, params: PyTree, step: jax.Array, decay: float
     """
     step_size = (1.0 - decay) / (1.0 - jnp.power(jnp.float32(decay), step.astype(jnp.float32)))
     return optax.incremental_update(params, ema_params, step_size)
-
-
-def _pack_size(cfg: ml_collections.ConfigDict) -> int:
-    """loss.pack, checked: ≥ 1 and dividing data.batch_size."""
-    pack = cfg.loss.get("pack", 1)
-    if not (isinstance(pack, int) and pack >= 1):
-        raise GanJaxError(f"config.loss.pack={pack!r} is invalid: must be an integer >= 1 (1 = no packing)")
-    if cfg.data.batch_size % pack:
-        raise GanJaxError(f"config.data.batch_size={cfg.data.batch_size} is not divisible by config.loss.pack={pack}: "
-                         "the critic scores packs of loss.pack samples of one kind")
-    return pack
-
-
-class Augmentation(NamedTuple):
-    """What the critic sees (config `augment`): the ops of `policy` (gan_jax.augment), each applied with ADA's
-    adaptive probability p when `ada` (p = `initial_p` at step 0), p moved every `interval` generator steps
-    toward E[sign f(real)] = `target` at `kimg` thousand real images for a change of 1."""
-
-    policy: str = ""
-    ada: bool = False
-    target: float = 0.6
-    interval: int = 4
-    kimg: float = 500.0
-    initial_p: float = 0.0
-
-
-def _augmentation(cfg: ml_collections.ConfigDict, data_shape: tuple[int, ...] | None = None) -> Augmentation:
-    """cfg.augment, checked (against the data's shape when given); no augmentation for a config saved before the
-    section existed."""
-    section = cfg.get("augment")
-    if section is None:
-        return Augmentation()
-    try:
-        augment.parse_policy(section.policy, data_shape)
-    except GanJaxError as err:
-        raise GanJaxError(f"config.augment.policy: {err}") from None
-    return Augmentation(section.policy, bool(section.ada), float(section.ada_target), int(section.ada_interval),
-                        float(section.ada_kimg), float(section.get("ada_p", 0.0)))
-
-
-def _acgan_weight(cfg: ml_collections.ConfigDict) -> float:
-    """loss.acgan_weight, checked: > 0 only for a class-conditional model."""
-    weight = float(cfg.loss.get("acgan_weight", 0.0))
-    if weight > 0 and not cfg.model.get("num_classes", 0):
-        raise GanJaxError(f"config.loss.acgan_weight={weight} needs a class-conditional model: the auxiliary "
-                          "classifier predicts the labels. Set model.num_classes to the number of classes of the "
-                          "data, or loss.acgan_weight=0")
-    return weight
 
 
 class Engine(NamedTuple):
@@ -178,7 +123,7 @@ class Engine(NamedTuple):
     penalty: penalties.Penalty
     penalty_weight: optax.Schedule  # λ(t) over generator steps (loss.penalty_weight by loss.penalty_schedule)
     pack: int = 1  # PacGAN: the critic scores packs of this many samples (loss.pack)
-    augmentation: Augmentation = Augmentation()  # what the critic sees (augment.*)
+    augmentation: step_settings.Augmentation = step_settings.Augmentation()  # what the critic sees (augment.*)
     acgan_weight: float = 0.0  # λ of the ACGAN terms (loss.acgan_weight); 0 = a plain critic
 
 
@@ -186,9 +131,9 @@ def make_engine(cfg: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -> 
     """The Engine (networks, optimizers, loss, penalty, pack) `cfg` selects for data of `data_shape`; ValueError
     naming the config field on an unknown name or an incompatible choice."""
     models.check_critic_compatible(cfg.model, cfg.loss.penalty)
-    pack = _pack_size(cfg)
-    _ema_decay(cfg)
-    acgan_weight = _acgan_weight(cfg)
+    pack = step_settings.pack_size(cfg)
+    step_settings.ema_decay(cfg)
+    acgan_weight = step_settings.acgan_weight(cfg)
     generator, critic = models.build(cfg.model, data_shape, batch_axis=DATA_AXIS)
     if pack > 1:
         if cfg.model.get("num_classes", 0):
@@ -207,7 +152,7 @@ def make_engine(cfg: ml_collections.ConfigDict, data_shape: tuple[int, ...]) -> 
         penalty=config_lib.lookup(penalties.get, "loss.penalty", cfg.loss.penalty),
         penalty_weight=penalty_weight_schedule(cfg.loss),
         pack=pack,
-        augmentation=_augmentation(cfg, data_shape),
+        augmentation=step_settings.augmentation(cfg, data_shape),
         acgan_weight=acgan_weight,
     )
 
@@ -234,7 +179,7 @@ def create_state(cfg: ml_collections.ConfigDict, engine: Engine, data_shape: tup
         generator_opt_state=engine.generator_opt.init(g_params),
         critic_opt_state=engine.critic_opt.init(c_params),
         key=run_key,
-        generator_ema_params=jax.tree.map(jnp.copy, g_params) if _ema_decay(cfg) > 0 else None,
+        generator_ema_params=jax.tree.map(jnp.copy, g_params) if step_settings.ema_decay(cfg) > 0 else None,
         augment_state=({"p": jnp.float32(engine.augmentation.initial_p), "real_signs": jnp.zeros((), jnp.float32)}
                        if engine.augmentation.ada else {}),
     )
@@ -285,7 +230,7 @@ def _keep_if(ok: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
     return jnp.where(ok, new, old)
 
 
-def _ada_state(aug: Augmentation, state: TrainState, real_signs: jax.Array, logits: int,
+def _ada_state(aug: step_settings.Augmentation, state: TrainState, real_signs: jax.Array, logits: int,
                images: int) -> dict[str, jax.Array]:
     """state.augment_state after this step: Σ sign f(T(x_real)) over the interval so far and, when the step ends
     an interval of `aug.interval` steps (`logits` real logits, `images` real images), p ← augment.ada_adjust(p, r_t)
@@ -303,7 +248,7 @@ def _local_step(cfg: ml_collections.ConfigDict, engine: Engine, state: TrainStat
     n_critic, unroll = cfg.loss.n_critic, cfg.loss.unroll_steps
     weight = engine.penalty_weight(state.step)  # λ at this generator step (a float when constant)
     unroll_loops = bool(cfg.train.get("unroll_loops", False))
-    ema_decay, m = _ema_decay(cfg), engine.pack
+    ema_decay, m = step_settings.ema_decay(cfg), engine.pack
     conditional = inputs.real_labels is not None
     g_params, g_state = state.generator_params, state.generator_state
     aug, acgan = engine.augmentation, engine.acgan_weight
